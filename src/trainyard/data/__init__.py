@@ -1,0 +1,1 @@
+"""Data loading (Hub, local files, bundled fixtures) and row formats."""

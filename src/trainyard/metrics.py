@@ -1,0 +1,52 @@
+"""Metric names: the one mapping from trainer log keys to the contract's names."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+TRAIN_KEYS = {
+    "loss": "train/loss",
+    "train_loss": "train/loss",
+    "learning_rate": "train/learning_rate",
+    "grad_norm": "train/grad_norm",
+    "epoch": "train/epoch",
+    "train_runtime": "train/runtime_s",
+    "train_samples_per_second": "train/samples_per_second",
+    "train_steps_per_second": "train/steps_per_second",
+    "num_tokens": "train/num_tokens",
+    "mean_token_accuracy": "train/mean_token_accuracy",
+    "entropy": "train/entropy",
+}
+
+
+def canonical(key: str, eval_names: list[str], default_eval: str) -> str:
+    """'eval_heldout_loss' -> 'eval/heldout/loss'; 'loss' -> 'train/loss'; others 'train/<key>'."""
+    if key in TRAIN_KEYS:
+        return TRAIN_KEYS[key]
+    if key.startswith("eval_"):
+        rest = key[len("eval_"):]
+        for name in sorted(eval_names, key=len, reverse=True):
+            if rest.startswith(name + "_"):
+                return f"eval/{name}/{rest[len(name) + 1:]}"
+        return f"eval/{default_eval}/{rest}"
+    if key.startswith("train_"):
+        return f"train/{key[len('train_'):]}"
+    if "/" in key:
+        return key
+    return f"train/{key}"
+
+
+def canonical_dict(logs: dict[str, Any], eval_names: list[str], default_eval: str) -> dict[str, float]:
+    out = {}
+    for k, v in logs.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[canonical(k, eval_names, default_eval)] = float(v)
+    return out
+
+
+def safe_exp(x: float) -> float:
+    """exp that returns inf instead of raising OverflowError (a diverged loss stays visible)."""
+    if not math.isfinite(x):
+        return float("nan") if math.isnan(x) else math.inf
+    return math.exp(x) if x < 709.0 else math.inf
