@@ -68,7 +68,8 @@ def run_harness(model_dir: Path, workdir: Path) -> tuple[dict, list[dict]]:
     subprocess.run(args, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
     results = json.loads(Path(glob.glob(f"{workdir}/**/results_*.json", recursive=True)[0]).read_text())
     samples_file = glob.glob(f"{workdir}/**/samples_{TASK}_*.jsonl", recursive=True)[0]
-    samples = sorted((json.loads(line) for line in open(samples_file)), key=lambda s: s["doc_id"])
+    lines = Path(samples_file).read_text().splitlines()
+    samples = sorted((json.loads(line) for line in lines), key=lambda s: s["doc_id"])
     return results["results"][TASK], samples
 
 
