@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from trainyard.evaluation.perplexity import count_words, evaluate_texts, main, summarize
 from trainyard.evaluation.texts import load_texts
 from trainyard.evaluation.windows import block_windows, rolling_windows
-from trainyard.fixtures.tiny_model import ensure_tiny_model
 
 DATA = Path(__file__).parent / "data"
 DOCS = DATA / "ppl_docs.jsonl"
@@ -37,11 +36,10 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def tiny(tiny_model):
     from transformers import AutoTokenizer
 
-    path = ensure_tiny_model()
-    return path, AutoTokenizer.from_pretrained(path)
+    return Path(tiny_model), AutoTokenizer.from_pretrained(tiny_model)
 
 
 def load(path: Path, logit_scale: float = 1.0):

@@ -181,7 +181,7 @@ def score_windows(model, windows: list[Window], *, batch_size: int, pad_id: int)
                 for c in range(0, len(rows), chunk):
                     sl = slice(c, c + chunk)
                     picked = logits[rows_t[sl], cols_t[sl]].float()
-                    nll = F.cross_entropy(picked, targets_t[sl], reduction="none").double().cpu()
+                    nll = F.cross_entropy(picked, targets_t[sl], reduction="none").cpu().double()  # MPS has no float64
                     window_nll.index_add_(0, owner_t[sl], nll)
                     nonfinite += int((~torch.isfinite(nll)).sum())
                     correct += int((picked.argmax(-1) == targets_t[sl]).sum())
