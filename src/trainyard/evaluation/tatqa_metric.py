@@ -121,9 +121,9 @@ def answer_string(answers: Sequence[Any], scale: str) -> str:
             if scale:
                 text = f"{text} {scale}"
         elif "%" in text:  # the answer carries its own percent: the scale is not applied
-            text = "%.4f" % value
+            text = f"{value:.4f}"
         else:
-            text = "%.4f" % (round(value, 2) * scale_factor(scale))
+            text = f"{round(value, 2) * scale_factor(scale):.4f}"
         pieces.append(text)
     return " ".join(pieces)
 
@@ -136,7 +136,7 @@ def prediction_strings(prediction: Sequence[Any], scale: str) -> list[str]:
         if not scale and "%" not in text and is_number(text):
             value = to_number(text)
             if value is not None:
-                strings.append("%.4f" % value)
+                strings.append(f"{value:.4f}")
     return strings
 
 
