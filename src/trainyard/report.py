@@ -35,6 +35,7 @@ from trainyard.report_tables import (
     json_value,
     text_cell,
 )
+from trainyard.smoke import smoke_name
 from trainyard.spec import RunSpec
 
 NOT_STARTED = "not started"
@@ -101,14 +102,19 @@ class RunResult:
         return [self.spec.eval.held_out_name] + [d.name for d in self.spec.eval.datasets]
 
 
-def collect(matrix: Matrix, runs_root: Path, matrix_name: str | None = None) -> list[RunResult]:
-    """Read each run's directory (absent -> 'not started'); matrix order is kept."""
-    name = matrix_name or matrix.name
+def collect(matrix: Matrix, runs_root: Path, specs: list[RunSpec] | None = None) -> list[RunResult]:
+    """Read each run's directory (absent -> 'not started'), in matrix order.
+
+    ``specs`` are the runs to report (default: all of the matrix); each spec's ``matrix``
+    field names its directory, so smoke specs read runs/<matrix>-smoke/.
+    """
     varying = [k for k in matrix.varying if k not in IGNORED_VARYING]
     results = []
-    for spec in matrix.runs:
-        rd = RunDir.for_run(runs_root, name, spec.name)
-        flat = flatten(spec.model_dump(mode="json"))
+    for spec in specs if specs is not None else matrix.runs:
+        rd = RunDir.for_run(runs_root, spec.matrix, spec.name)
+        # parameters from the matrix as written (a smoke spec swaps model and data)
+        original = next((r for r in matrix.runs if r.name == spec.name), spec)
+        flat = flatten(original.model_dump(mode="json"))
         results.append(
             RunResult(
                 name=spec.name,
@@ -357,7 +363,9 @@ def _delta_cell(t: Table, metric: str, base: float | None, r: RunResult) -> Cell
     pct = d / abs(base) * 100 if base != 0 else None
     # accuracies are fractions: their absolute change reads best in percentage points
     text = f"{d * 100:+.1f} pp" if is_fraction(metric) else _signed(fmt_number(metric, abs(d)), d)
-    text += f" ({pct:+.1f}%)" if pct is not None else ""
+    if pct is not None:
+        # a tiny change must not read as "-0.0%"
+        text += f" ({pct:+.1f}%)" if abs(pct) >= 0.1 or pct == 0 else f" ({pct:+.2g}%)"
     return Cell({"value": v, "delta": d, "delta_pct": pct}, text)
 
 
@@ -464,17 +472,19 @@ class Report:
     data: dict[str, Any]
 
 
-def build_report(matrix: Matrix, runs_root: str | Path, out_dir: str | Path, matrix_name: str | None = None) -> Report:
+def build_report(matrix: Matrix, runs_root: str | Path, out_dir: str | Path, specs: list[RunSpec] | None = None) -> Report:
     """Write report.md, report.json and charts for ``matrix`` into ``out_dir``.
 
-    ``matrix_name`` overrides the directory name under ``runs_root`` (``<matrix>-smoke``).
+    ``specs``: the runs to report (default: all); smoke specs (matrix ``<name>-smoke``) make
+    it read runs/<name>-smoke/.
     """
     from trainyard.report_charts import write_charts
 
     runs_root, out_dir = Path(runs_root), Path(out_dir)
-    name = matrix_name or matrix.name
+    specs = list(specs) if specs is not None else list(matrix.runs)
+    name = specs[0].matrix if specs else matrix.name
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = collect(matrix, runs_root, name)
+    results = collect(matrix, runs_root, specs)
     labels = param_labels([k for k in matrix.varying if k not in IGNORED_VARYING])
     sets = eval_sets(results)
 
@@ -562,6 +572,9 @@ def render_markdown(matrix: Matrix, name: str, runs_root: Path, results: list[Ru
     if matrix.baseline:
         out.append(f"- baseline: `{matrix.baseline}`")
     out.append(f"- generated: {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    if any(r.spec.smoke for r in results):
+        out += ["", "> Smoke run: tiny local model, bundled fixture data, steps capped. The numbers check the "
+                "pipeline, not the study; parameters are shown as the matrix file sets them."]
     if counts.get("completed", 0) < len(results):
         out += ["", "> This matrix is not finished: tables show what is done so far; unfinished runs show their state."]
     out.append("")
@@ -600,27 +613,38 @@ def render_markdown(matrix: Matrix, name: str, runs_root: Path, results: list[Ru
 # ----------------------------------------------------------------------------- CLI
 
 
+def main_report(matrix: Matrix, specs: list[RunSpec], runs_dir: str | Path = "runs", out: str | Path | None = None) -> int:
+    """cli.py's `report` subcommand: the (already selected, maybe smoke) runs of a loaded matrix.
+
+    Prints the paths written; returns the exit code.
+    """
+    name = specs[0].matrix if specs else matrix.name
+    runs_root = Path(runs_dir)
+    if not (runs_root / name).is_dir():
+        hint = " (did you mean --smoke?)" if (runs_root / smoke_name(name)).is_dir() else ""
+        print(f"note: {runs_root / name}/ does not exist yet; every run is reported as '{NOT_STARTED}'{hint}", file=sys.stderr)
+    out_dir = Path(out) if out else Path("reports") / name
+    report = build_report(matrix, runs_root, out_dir, specs)
+    print(f"wrote {report.markdown_path}")
+    print(f"wrote {report.json_path}")
+    for chart in report.charts:
+        print(f"wrote {chart}")
+    return 0
+
+
 def run_report(matrix_path: str | Path, runs_dir: str | Path = "runs", out: str | Path | None = None, smoke: bool = False) -> int:
-    """Build the report for a matrix file; prints the paths written. Returns an exit code."""
+    """Load a matrix file and report it (the smoke run's results with ``smoke``)."""
     from trainyard.errors import SpecError
+    from trainyard.smoke import smoke_spec
 
     try:
         matrix = load_matrix(matrix_path)
     except SpecError as exc:
         print(exc, file=sys.stderr)
         return 2
-    name = f"{matrix.name}-smoke" if smoke else matrix.name
-    runs_root = Path(runs_dir)
-    if not (runs_root / name).is_dir():
-        print(f"note: {runs_root / name}/ does not exist yet; every run is reported as '{NOT_STARTED}'"
-              f"{' (did you mean --smoke?)' if not smoke and (runs_root / (name + '-smoke')).is_dir() else ''}", file=sys.stderr)
-    out_dir = Path(out) if out else Path("reports") / name
-    report = build_report(matrix, runs_root, out_dir, matrix_name=name)
-    print(f"wrote {report.markdown_path}")
-    print(f"wrote {report.json_path}")
-    for chart in report.charts:
-        print(f"wrote {chart}")
-    return 0
+    # the report reads results only: the smoke model path is never loaded
+    specs = [smoke_spec(s, "<tiny-local-model>") for s in matrix.runs] if smoke else matrix.runs
+    return main_report(matrix, specs, runs_dir, out)
 
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
@@ -630,15 +654,11 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="output directory (default: reports/<matrix>/)")
 
 
-def main_report(args: argparse.Namespace) -> int:
-    """Entry for cli.py's `report` subcommand (args from add_report_arguments)."""
-    return run_report(args.matrix, args.runs_dir, args.out, args.smoke)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainyard.report", description=__doc__.split("\n\n")[0])
     add_report_arguments(parser)
-    return main_report(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    return run_report(args.matrix, args.runs_dir, args.out, args.smoke)
 
 
 if __name__ == "__main__":

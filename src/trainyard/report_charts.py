@@ -19,11 +19,14 @@ from matplotlib.figure import Figure
 
 from trainyard.evaluation.consistency import as_number
 from trainyard.metrics import canonical
+from trainyard.report_tables import fmt_number
 
 if TYPE_CHECKING:
     from trainyard.report import RunResult
 
 DPI = 110
+# Runs with near-identical curves would hide each other: each run also gets its own dash.
+STYLES = ("-", "--", "-.", ":")
 LOG_SCALE_RATIO = 20.0  # use a log axis when max / min of the plotted values exceeds this
 
 
@@ -105,6 +108,16 @@ def _legend(fig: Figure, ax: Any, n: int) -> None:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 
 
+def _step_axis(ax: Any) -> None:
+    """Optimizer steps are whole numbers; plain loss values (no '+6.902' offset)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("optimizer step")
+    if ax.get_yscale() == "linear":
+        ax.ticklabel_format(axis="y", useOffset=False)
+
+
 def _save(fig: Figure, path: Path) -> None:
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
@@ -127,12 +140,13 @@ def chart_train_loss(results: list[RunResult], cols: list[Any], path: Path) -> C
         return None
     fig = Figure(figsize=(8, 4.8))
     ax = fig.add_subplot()
-    for r, c, cv in curves:
-        ax.plot(cv.steps, cv.values, color=c, linewidth=1.6, label=_label(r), marker="o" if len(cv.steps) < 15 else None, markersize=3)
+    for k, (r, c, cv) in enumerate(curves):
+        ax.plot(cv.steps, cv.values, color=c, linewidth=1.6, linestyle=STYLES[k % len(STYLES)], label=_label(r),
+                marker="o" if len(cv.steps) < 15 else None, markersize=3)
         _mark_divergence(ax, cv, c)
     _log_if_spread(ax, [v for _, _, cv in curves for v in cv.values])
     ax.set_title("Training loss")
-    ax.set_xlabel("optimizer step")
+    _step_axis(ax)
     ax.set_ylabel("training loss (nats / token)")
     ax.grid(True, alpha=0.3)
     _legend(fig, ax, len(curves))
@@ -148,23 +162,24 @@ def chart_eval_loss(results: list[RunResult], cols: list[Any], sets: list[str], 
         return None
     ncols = min(3, len(names))
     nrows = math.ceil(len(names) / ncols)
-    fig = Figure(figsize=(4.6 * ncols, 3.6 * nrows))
+    fig = Figure(figsize=(4.6 * ncols if len(names) > 1 else 7, 3.6 * nrows if len(names) > 1 else 4.2))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     shown: set[str] = set()
     for i, s in enumerate(names):
         ax = axes[i // ncols][i % ncols]
         values = []
-        for r, c in zip(results, cols, strict=True):
+        for k, (r, c) in enumerate(zip(results, cols, strict=True)):
             cv = per_run[r.name].get(s)
             if cv is None or (not cv.steps and cv.diverged_at is None):
                 continue
             shown.add(r.name)
-            ax.plot(cv.steps, cv.values, color=c, marker="o", markersize=4, linewidth=1.6, label=_label(r))
+            ax.plot(cv.steps, cv.values, color=c, marker="o", markersize=4, linewidth=1.6,
+                    linestyle=STYLES[k % len(STYLES)], label=_label(r))
             _mark_divergence(ax, cv, c)
             values += cv.values
         _log_if_spread(ax, values)
-        ax.set_title(f"Eval loss: {s}")
-        ax.set_xlabel("optimizer step")
+        ax.set_title(f"Eval loss: {s}" if len(names) > 1 else f"Eval loss during training ({s})")
+        _step_axis(ax)
         ax.set_ylabel("eval loss (nats / token)")
         ax.grid(True, alpha=0.3)
     for j in range(len(names), nrows * ncols):
@@ -176,7 +191,8 @@ def chart_eval_loss(results: list[RunResult], cols: list[Any], sets: list[str], 
                 handles.append(h)
                 labels.append(lab)
     fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=8, frameon=False)
-    fig.suptitle("Eval loss during training, per eval set", fontsize=12)
+    if len(names) > 1:
+        fig.suptitle("Eval loss during training, per eval set", fontsize=12)
     fig.tight_layout()
     _save(fig, path)
     return Chart("eval_loss", path, "Eval loss during training", _absent_note(results, shown, "no eval-loss history"))
@@ -208,7 +224,7 @@ def chart_eval_perplexity(results: list[RunResult], cols: list[Any], sets: list[
             if math.isfinite(v):
                 ax.bar(x, v - bottom if log else v, width * 0.92, bottom=bottom if log else 0, color=c, label=label)
                 if len(runs) * len(sets) <= 24:
-                    ax.annotate(f"{v:.1f}" if v < 1000 else f"{v:.3g}", (x, v), textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
+                    ax.annotate(fmt_number("eval/x/perplexity", v), (x, v), textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
             else:
                 word = "n/a" if math.isnan(v) else "diverged"
                 ax.bar(x, top - bottom, width * 0.92, bottom=bottom, color="white", edgecolor=c, hatch="///", linewidth=1.2, label=label)
@@ -221,8 +237,8 @@ def chart_eval_perplexity(results: list[RunResult], cols: list[Any], sets: list[
     ax.set_xlabel("eval set")
     ax.set_ylabel("perplexity" + (" (log scale)" if log else "") + ", lower is better")
     ax.set_title("Final perplexity per eval set")
-    ax.grid(True, axis="y", alpha=0.3, which="both" if log else "major")
-    _legend(fig, ax, len(runs))
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     _save(fig, path)
     return Chart("eval_perplexity", path, "Final perplexity per eval set", notes + _absent_note(results, {r.name for r, _ in runs}, "no eval perplexity yet"))
 
@@ -234,10 +250,8 @@ def chart_lr(results: list[RunResult], cols: list[Any], path: Path) -> Chart | N
         return None
     fig = Figure(figsize=(8, 4.2))
     ax = fig.add_subplot()
-    styles = ["-", "--", "-.", ":"]
     for k, (r, c, cv) in enumerate(curves):
-        # identical schedules would hide each other: vary the dash so every run stays visible
-        ax.plot(cv.steps, cv.values, color=c, linewidth=1.8, linestyle=styles[k % len(styles)], label=_label(r))
+        ax.plot(cv.steps, cv.values, color=c, linewidth=1.8, linestyle=STYLES[k % len(STYLES)], label=_label(r))
     peaks = [max(cv.values) for _, _, cv in curves if max(cv.values) > 0]
     if peaks and max(peaks) / min(peaks) > 5:
         # peaks orders of magnitude apart: a log axis keeps the small-lr runs' shapes visible;
@@ -245,10 +259,10 @@ def chart_lr(results: list[RunResult], cols: list[Any], path: Path) -> Chart | N
         ax.set_yscale("log")
         ax.set_ylim(min(peaks) / 100, max(peaks) * 2)
     ax.set_title("Learning-rate schedule")
-    ax.set_xlabel("optimizer step")
+    _step_axis(ax)
     ax.set_ylabel("learning rate" + (" (log scale)" if ax.get_yscale() == "log" else ""))
     if ax.get_yscale() == "linear":
-        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3), useOffset=False)
     ax.grid(True, alpha=0.3)
     _legend(fig, ax, len(curves))
     _save(fig, path)
