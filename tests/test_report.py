@@ -277,3 +277,13 @@ def test_cli_report_subcommand(tmp_path, capsys):
     assert f"wrote {tmp_path / 'cli' / 'report.md'}" in out and "train_loss.png" in out
     md = (tmp_path / "cli" / "report.md").read_text()
     assert "| r8_lr1e-4 |" in md and "r32_lr2e-5" not in md  # --only selects runs
+
+
+def test_baseline_not_finished_gives_a_note_not_a_table(tmp_path):
+    matrix, root = build_runs(tmp_path)
+    RunDir.for_run(root, "demo", BASE).set_status("diverged", reason="non-finite loss at step 7")
+    rep = build_report(matrix, root, tmp_path / "out")
+    md = rep.markdown_path.read_text()
+    assert "## Δ vs baseline" not in md
+    assert f"the baseline run `{BASE}` is diverged (non-finite loss at step 7)" in md
+    assert "delta_vs_baseline" not in rep.data["tables"] and rep.data["notes"]
