@@ -11,7 +11,7 @@ from trainyard.matrix import Matrix, load_matrix
 MATRIX_YAML = """\
 name: demo
 description: LoRA SFT on Strandset-Rust, learning rate x rank.
-baseline: r8_lr2e-5
+baseline: lr2e-5_r8
 base:
   recipe: sft
   model: {name: Qwen/Qwen3-0.6B}
@@ -24,17 +24,22 @@ base:
     datasets:
       - {name: wiki, source: "fixture:strandset_rust", format: strandset_rust}
       - {name: code, source: "fixture:strandset_rust", format: strandset_rust}
-grid:
-  train.lr: [2.0e-5, 1.0e-4, 1.0e-3]
-  lora.r: [8, 32]
+# explicit names: the tests must not depend on how matrix.py spells grid run names
+variants:
+  - {name: lr2e-5_r8, train.lr: 2.0e-5, lora.r: 8}
+  - {name: lr1e-4_r8, train.lr: 1.0e-4, lora.r: 8}
+  - {name: lr1e-3_r8, train.lr: 1.0e-3, lora.r: 8}
+  - {name: lr2e-5_r32, train.lr: 2.0e-5, lora.r: 32}
+  - {name: lr1e-4_r32, train.lr: 1.0e-4, lora.r: 32}
+  - {name: lr1e-3_r32, train.lr: 1.0e-3, lora.r: 32}
 """
 
 SETS = ("heldout", "wiki", "code")
 # Final per-set losses of the completed runs; perplexity = exp(loss).
 FINAL_LOSS = {
-    "r8_lr2e-5": {"heldout": 2.0, "wiki": 2.5, "code": 1.5},  # baseline
-    "r8_lr1e-4": {"heldout": 1.8, "wiki": 2.4, "code": 1.2},  # best everywhere
-    "r32_lr2e-5": {"heldout": 1.9, "wiki": 2.6, "code": 1.4},
+    "lr2e-5_r8": {"heldout": 2.0, "wiki": 2.5, "code": 1.5},  # baseline
+    "lr1e-4_r8": {"heldout": 1.8, "wiki": 2.4, "code": 1.2},  # best everywhere
+    "lr2e-5_r32": {"heldout": 1.9, "wiki": 2.6, "code": 1.4},
 }
 
 
@@ -81,8 +86,8 @@ def build_runs(tmp: Path) -> tuple[Matrix, Path]:
         rd.spec_file.write_text(matrix.run(name).to_json())
         return rd
 
-    tps = {"r8_lr2e-5": 1000.0, "r8_lr1e-4": 1100.0, "r32_lr2e-5": 900.0}
-    lrs = {"r8_lr2e-5": 2e-5, "r8_lr1e-4": 1e-4, "r32_lr2e-5": 2e-5}
+    tps = {"lr2e-5_r8": 1000.0, "lr1e-4_r8": 1100.0, "lr2e-5_r32": 900.0}
+    lrs = {"lr2e-5_r8": 2e-5, "lr1e-4_r8": 1e-4, "lr2e-5_r32": 2e-5}
     for name, final in FINAL_LOSS.items():
         rd = rundir(name)
         hist = _history(final, lr=lrs[name])
@@ -92,14 +97,14 @@ def build_runs(tmp: Path) -> tuple[Matrix, Path]:
         rd.set_status("completed", step=200, max_steps=200)
 
     # lr 1e-3, r8: loss became inf at step 120; perplexity "inf" on every set
-    rd = rundir("r8_lr0.001")
+    rd = rundir("lr1e-3_r8")
     rd.write_history(_history({"heldout": 2.0, "wiki": 2.5, "code": 1.5}, diverge_at=120, lr=1e-3))
     rd.write_metrics({"train/loss": math.inf, **eval_metrics({"heldout": math.inf, "wiki": math.inf, "code": 2.2})})
     rd.set_status("diverged", step=120, max_steps=200, reason="non-finite loss at step 120")
 
-    rd = rundir("r32_lr1e-4")
+    rd = rundir("lr1e-4_r32")
     rd.set_status("failed", step=0, max_steps=200, error="Traceback (most recent call last):\n  ...\ntorch.OutOfMemoryError: CUDA out of memory")
 
-    rd = rundir("r32_lr0.001")
+    rd = rundir("lr1e-3_r32")
     rd.set_status("queued")
     return matrix, root

@@ -14,9 +14,9 @@ from trainyard.matrix import load_matrix
 from trainyard.report import build_report, param_labels, run_report
 from trainyard.report_tables import direction, fmt_number
 
-BASE = "r8_lr2e-5"
-BEST = "r8_lr1e-4"
-DIVERGED = "r8_lr0.001"
+BASE = "lr2e-5_r8"
+BEST = "lr1e-4_r8"
+DIVERGED = "lr1e-3_r8"
 
 
 def md_row(md: str, first_cell: str) -> list[str]:
@@ -63,10 +63,10 @@ def test_runs_table_params_state_metrics_and_best(report):
     assert div[header.index("train loss")] == "diverged†"
     assert div[header.index("avg eval loss (3 sets)")] == "2.2000 (1 of 3)"
     assert "∞" not in md and "inf" not in runs.replace("infinite", "")
-    failed = md_row(runs, "r32_lr1e-4")
+    failed = md_row(runs, "lr1e-4_r32")
     assert failed[3] == "failed (torch.OutOfMemoryError: CUDA out of memory)"
     assert failed[4:] == ["failed"] * (len(header) - 4)  # never blank
-    queued = md_row(runs, "r32_lr0.001")
+    queued = md_row(runs, "lr1e-3_r32")
     assert queued[3] == "queued" and set(queued[4:]) == {"queued"}
     assert "† diverged: the value is infinite" in runs
 
@@ -75,7 +75,7 @@ def test_eval_tables_rows_columns_average(report):
     _, md, data = report
     ppl = section(md, "Eval perplexity")
     header = [c.strip() for c in ppl.splitlines()[4].strip("|").split(" | ")]
-    assert header == ["eval set", BASE, BEST, DIVERGED, "r32_lr2e-5", "r32_lr1e-4", "r32_lr0.001"]
+    assert header == ["eval set", BASE, BEST, DIVERGED, "lr2e-5_r32", "lr1e-4_r32", "lr1e-3_r32"]
     wiki = md_row(ppl, "wiki")
     assert wiki[1] == f"{math.exp(2.5):.2f}" == "12.18"
     assert wiki[2] == "**11.02** ★"
@@ -92,7 +92,7 @@ def test_eval_tables_rows_columns_average(report):
     row = next(r for r in t["rows"] if r["eval_set"] == "heldout")
     assert row[BASE] == pytest.approx(math.exp(2.0))
     assert row[DIVERGED] == "inf"
-    assert row["r32_lr0.001"] is None
+    assert row["lr1e-3_r32"] is None
     assert t["best"][BEST] == ["heldout", "wiki", "code", "average"]
     loss = next(r for r in data["tables"]["eval_loss"]["rows"] if r["eval_set"] == "average")
     assert loss[BASE] == pytest.approx(2.0)
@@ -129,7 +129,7 @@ def test_delta_vs_baseline(report):
     tps = md_row(delta, "train/tokens_per_second")
     assert tps[2] == "+100 (+10.0%)"
     t = data["tables"]["delta_vs_baseline"]
-    cell = next(r for r in t["rows"] if r["metric"] == "eval/wiki/perplexity")["r32_lr2e-5"]
+    cell = next(r for r in t["rows"] if r["metric"] == "eval/wiki/perplexity")["lr2e-5_r32"]
     assert cell["delta"] == pytest.approx(math.exp(2.6) - math.exp(2.5))
     assert cell["delta_pct"] == pytest.approx((math.exp(0.1) - 1) * 100)  # +10.5 %
 
@@ -138,7 +138,7 @@ def test_problem_runs_listed_with_reason(report):
     _, md, _ = report
     probs = section(md, "Failed, diverged and canceled runs")
     assert f"**{DIVERGED}**: diverged: non-finite loss at step 120" in probs
-    assert "**r32_lr1e-4**: failed: torch.OutOfMemoryError: CUDA out of memory" in probs
+    assert "**lr1e-4_r32**: failed: torch.OutOfMemoryError: CUDA out of memory" in probs
     assert "not finished" in md  # partial matrix banner
 
 
@@ -158,7 +158,7 @@ def test_charts_exist_and_are_real_images(report):
         assert f"]({p.name})" in md  # embedded in the markdown
     notes = data["charts"]["eval_perplexity"]["notes"]
     assert any(f"{DIVERGED} on heldout: diverged" in n for n in notes)
-    assert any("r32_lr0.001 (queued)" in n for n in notes)
+    assert any("lr1e-3_r32 (queued)" in n for n in notes)
 
 
 def test_report_json_structure(report):
@@ -172,7 +172,7 @@ def test_report_json_structure(report):
     assert runs[BASE]["params"] == {"lora.r": 8, "train.lr": 2e-5}
     assert runs[BASE]["metrics"]["eval/wiki/loss"] == FINAL_LOSS[BASE]["wiki"]
     assert runs[DIVERGED]["reason"] == "non-finite loss at step 120"
-    assert runs["r32_lr0.001"]["state"] == "queued"
+    assert runs["lr1e-3_r32"]["state"] == "queued"
     rt = data["tables"]["runs"]
     assert rt["columns"][:4] == ["run", "param:lora.r", "param:train.lr", "state"]
     assert rt["best"]["avg/perplexity"] == [BEST]
@@ -271,12 +271,12 @@ def test_cli_report_subcommand(tmp_path, capsys):
     from trainyard.cli import main
 
     matrix, root = build_runs(tmp_path)
-    rc = main(["report", "--matrix", str(matrix.path), "--runs-dir", str(root), "--out", str(tmp_path / "cli"), "--only", "r8_*"])
+    rc = main(["report", "--matrix", str(matrix.path), "--runs-dir", str(root), "--out", str(tmp_path / "cli"), "--only", "*_r8"])
     assert rc == 0
     out = capsys.readouterr().out
     assert f"wrote {tmp_path / 'cli' / 'report.md'}" in out and "train_loss.png" in out
     md = (tmp_path / "cli" / "report.md").read_text()
-    assert "| r8_lr1e-4 |" in md and "r32_lr2e-5" not in md  # --only selects runs
+    assert "| lr1e-4_r8 |" in md and "lr2e-5_r32" not in md  # --only selects runs
 
 
 def test_baseline_not_finished_gives_a_note_not_a_table(tmp_path):
