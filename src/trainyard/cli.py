@@ -5,6 +5,7 @@
     python launch.py status   --matrix jobs/X.yaml [--smoke] [--json]
     python launch.py logs     --matrix jobs/X.yaml RUN [--follow]
     python launch.py cancel   --matrix jobs/X.yaml [RUN ...]
+    python launch.py report   --matrix jobs/X.yaml [--smoke] [--out DIR]
 """
 
 from __future__ import annotations
