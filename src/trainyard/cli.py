@@ -1,6 +1,6 @@
 """`python launch.py` — submit (default), validate, status, logs, cancel, report.
 
-    python launch.py --matrix jobs/X.yaml [--backend local] [--smoke] [--dry-run] [--only GLOB] [--parallel N]
+    python launch.py --matrix jobs/X.yaml [--backend local|hf-jobs] [--smoke] [--dry-run] [--only GLOB] [--parallel N]
     python launch.py validate --matrix jobs/X.yaml [--smoke]
     python launch.py status   --matrix jobs/X.yaml [--smoke] [--json]
     python launch.py logs     --matrix jobs/X.yaml RUN [--follow]
@@ -24,6 +24,7 @@ from rich.table import Table
 
 from trainyard.artifacts import RunDir
 from trainyard.backends import BACKENDS
+from trainyard.backends.remote import job_of
 from trainyard.errors import SpecError
 from trainyard.matrix import Matrix, load_matrix
 
@@ -144,6 +145,8 @@ def cmd_validate(matrix: Matrix, specs, args) -> int:
 
 def cmd_submit(matrix: Matrix, specs, args) -> int:
     runs_root = Path(args.runs_dir)
+    if args.backend != "local":
+        return submit_remote(matrix, specs, args)
     if args.dry_run:
         out.print(summary_table(matrix, specs))
         for s in specs:
@@ -176,11 +179,12 @@ def collect_status(specs, runs_root: Path) -> list[dict]:
         rd = RunDir.for_run(runs_root, s.matrix, s.name)
         st = rd.status()
         m = rd.metrics()
-        rows.append({"run": s.name, "state": st.get("state", "not started"), "step": st.get("step"), "max_steps": st.get("max_steps"), "error": st.get("error") or st.get("reason"), "path": str(rd.path), "metrics": {k: v for k, v in m.items() if k in ("train/loss",) or k.endswith("/loss") or k.endswith("/perplexity")}})
+        rows.append({"run": s.name, "state": st.get("state", "not started"), "step": st.get("step"), "max_steps": st.get("max_steps"), "error": st.get("error") or st.get("reason"), "path": str(rd.path), "job": st.get("job"), "metrics": {k: v for k, v in m.items() if k in ("train/loss",) or k.endswith("/loss") or k.endswith("/perplexity")}})
     return rows
 
 
 def cmd_status(matrix: Matrix, specs, args) -> int:
+    refresh_remote(specs, args)
     rows = collect_status(specs, Path(args.runs_dir))
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -206,6 +210,8 @@ def cmd_logs(matrix: Matrix, specs, args) -> int:
         return 2
     spec = next(s for s in specs if s.name == args.run)
     rd = RunDir.for_run(args.runs_dir, spec.matrix, spec.name)
+    if job_of(rd) is not None:
+        return remote_logs(rd, args.follow)
     if not rd.log_file.exists():
         print(f"no log yet at {rd.log_file} (state: {rd.state or 'not started'})", file=sys.stderr)
         return 1
@@ -226,7 +232,9 @@ def cmd_cancel(matrix: Matrix, specs, args) -> int:
     for s in targets:
         rd = RunDir.for_run(args.runs_dir, s.matrix, s.name)
         st = rd.status()
-        if st.get("state") == "running" and st.get("pid"):
+        if job_of(rd) is not None:
+            n += remote_cancel(rd)
+        elif st.get("state") == "running" and st.get("pid"):
             try:
                 os.kill(int(st["pid"]), signal.SIGTERM)  # the run checkpoints and marks itself canceled
                 n += 1
@@ -242,4 +250,91 @@ def cmd_cancel(matrix: Matrix, specs, args) -> int:
 def cmd_report(matrix: Matrix, specs, args) -> int:
     from trainyard.report import main_report
 
+    refresh_remote(specs, args)
     return main_report(matrix, specs, Path(args.runs_dir), args.out)
+
+
+# ----------------------------------------------------------------------------- remote backends
+# Any registered backend (hf-jobs, k8s, ...): the JobRef recorded in status.json says which.
+
+
+def submit_remote(matrix: Matrix, specs, args) -> int:
+    from dataclasses import asdict
+
+    from trainyard.backends import get_backend
+    from trainyard.backends.local import stale_spec_problems
+    from trainyard.backends.remote import BackendCache, submit_runs, validate_all
+
+    backend = get_backend(args.backend)
+    problems = validate_all(specs, backend)
+    if problems:
+        print("\n".join([f"{len(problems)} problem(s) found; nothing was submitted:"] + [f"  - {p}" for p in problems]), file=sys.stderr)
+        return 2
+    if args.dry_run:
+        out.print(summary_table(matrix, specs))
+        for s in specs:
+            out.print(f"[bold]{s.name}[/] -> {args.backend} job:", highlight=False)
+            print(json.dumps(backend.render(s), indent=2))
+        out.print(f"dry run: {len(specs)} run(s) validated, nothing submitted (secrets shown as placeholders)")
+        return 0
+    runs_root = Path(args.runs_dir)
+    stale = stale_spec_problems(specs, runs_root)
+    if stale and not args.restart:
+        print("\n".join(["refusing to submit:"] + [f"  - {p}" for p in stale]), file=sys.stderr)
+        return 2
+    if args.restart:
+        for s in specs:
+            rd = RunDir.for_run(runs_root, s.matrix, s.name)
+            if rd.state in ("completed", "diverged"):
+                rd.status_file.unlink()
+    results = submit_runs(specs, backend, runs_root, BackendCache(backend))
+    t = Table(title=f"{specs[0].matrix}: {len(specs)} run(s) -> {args.backend}")
+    for c in ("run", "action", "job / note"):
+        t.add_column(c)
+    colors = {"submitted": "green", "skipped": "white", "failed": "red"}
+    for r in results:
+        t.add_row(r.spec.name, f"[{colors[r.action]}]{r.action}[/]", r.note)
+    out.print(t)
+    if any(s.tracking.enabled and not (s.tracking.space_id or s.tracking.server_url) for s in specs):
+        err.print("note: live curves stay inside the job unless tracking.space_id is set; history.json still comes back")
+    for r in results:
+        if r.job is not None and r.action == "submitted":
+            err.print(f"{r.spec.name}: {json.dumps(asdict(r.job))}", highlight=False)
+    err.print(f"follow: python launch.py status --matrix {matrix.path}" + (" --smoke" if args.smoke else ""))
+    return 1 if any(r.action == "failed" for r in results) else 0
+
+
+def refresh_remote(specs, args) -> None:
+    from trainyard.backends.remote import refresh_all
+
+    for warning in refresh_all(specs, Path(args.runs_dir)):
+        err.print(f"[yellow]warning[/]: {warning}", highlight=False)
+
+
+def remote_logs(rd: RunDir, follow: bool) -> int:
+    from trainyard.backends import get_backend
+
+    job = job_of(rd)
+    try:
+        for line in get_backend(job.backend).logs(job, follow=follow):
+            print(line, flush=True)
+    except Exception as exc:
+        print(f"cannot read the logs of {job.backend} job {job.id}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def remote_cancel(rd: RunDir) -> int:
+    from trainyard.artifacts import FINAL_STATES
+    from trainyard.backends import get_backend
+
+    job = job_of(rd)
+    if rd.state in FINAL_STATES:
+        return 0
+    try:
+        get_backend(job.backend).cancel(job)
+    except Exception as exc:
+        print(f"{rd.path.name}: cancel of {job.backend} job {job.id} failed: {exc}", file=sys.stderr)
+        return 0
+    rd.set_status("canceled", reason=f"canceled by user ({job.backend} job {job.id})")
+    return 1

@@ -1,0 +1,146 @@
+"""Remote runs seen from this machine: submit, record the job, refresh state and files.
+
+The local run directory stays the one record of a run, whatever executes it: spec.json,
+and status.json with "job" = the JobRef (backend, id, url, extra). `status`, `logs`,
+`cancel` and `report` pick the backend from that record, so a matrix can mix backends
+and any machine holding runs/ can follow its jobs. Works for every `base.Backend`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainyard.artifacts import FINAL_STATES, RunDir, artifacts_prefix, sync_run
+from trainyard.backends import get_backend
+from trainyard.backends.base import Backend, JobRef
+from trainyard.errors import BackendError
+from trainyard.spec import RunSpec
+
+DONE_STATES = ("completed", "diverged")  # final results: re-submitting keeps them
+ACTIVE_STATES = ("queued", "running")
+
+
+def job_of(rundir: RunDir) -> JobRef | None:
+    job = rundir.status().get("job")
+    if not isinstance(job, dict) or not job.get("backend") or not job.get("id"):
+        return None
+    return JobRef(**{f.name: job.get(f.name) for f in dataclasses.fields(JobRef)})
+
+
+class BackendCache:
+    """One backend instance per name, so each API client (and its whoami) is made once."""
+
+    def __init__(self, *preset: Backend):
+        self._by_name = {b.name: b for b in preset}
+
+    def __call__(self, name: str) -> Backend:
+        if name not in self._by_name:
+            self._by_name[name] = get_backend(name)
+        return self._by_name[name]
+
+
+@dataclass
+class Submission:
+    spec: RunSpec
+    rundir: RunDir
+    action: str  # submitted | skipped | failed
+    note: str = ""
+    job: JobRef | None = None
+
+
+def validate_all(specs: list[RunSpec], backend: Backend) -> list[str]:
+    """Every problem of every run, found before the first job is submitted."""
+    problems = []
+    for spec in specs:
+        try:
+            backend.render(spec)
+        except (BackendError, ValueError) as err:
+            problems.extend(str(err).splitlines())
+    return problems
+
+
+def submit_runs(specs: list[RunSpec], backend: Backend, runs_root: Path, backends: BackendCache | None = None) -> list[Submission]:
+    """Submit each run unless it already finished, or its job is still queued/running."""
+    backends = backends or BackendCache(backend)
+    out = []
+    for spec in specs:
+        rundir = RunDir.for_run(runs_root, spec.matrix, spec.name)
+        state = rundir.state
+        if state in DONE_STATES and rundir.spec_file.is_file() and RunSpec.from_json(rundir.spec_file.read_text()).fingerprint() == spec.fingerprint():
+            out.append(Submission(spec, rundir, "skipped", f"already {state}"))
+            continue
+        job = job_of(rundir)
+        if job is not None and state in ACTIVE_STATES:
+            try:
+                remote_state, _ = backends(job.backend).state(job)
+            except Exception as err:  # unknown is not "gone": never start a second copy blindly
+                out.append(Submission(spec, rundir, "failed", f"cannot check its job {job.id} ({err}); retry, or cancel it first", job))
+                continue
+            if remote_state in ACTIVE_STATES:
+                out.append(Submission(spec, rundir, "skipped", f"still {remote_state} as {job.backend} job {job.id}", job))
+                continue
+        try:
+            ref = backend.submit(spec)
+        except (BackendError, ValueError) as err:
+            out.append(Submission(spec, rundir, "failed", str(err)))
+            continue
+        rundir.path.mkdir(parents=True, exist_ok=True)
+        rundir.spec_file.write_text(spec.to_json())
+        if rundir.status_file.exists():  # a new attempt: nothing of the last one's status carries over
+            rundir.status_file.unlink()
+        rundir.set_status("queued", job=dataclasses.asdict(ref), backend=backend.name, submitted_at=time.time())
+        out.append(Submission(spec, rundir, "submitted", ref.url or ref.id, ref))
+    return out
+
+
+def refresh(rundir: RunDir, backends: BackendCache) -> str | None:
+    """Bring a remote run's local directory up to date. Returns a warning, or None.
+
+    The job's stage is read first, then the run's own files are synced: a job that ended
+    has uploaded everything by then. The run's status.json is authoritative; the
+    platform's stage only fills in when the run never reported an end (killed, out of
+    memory, timeout, image not pulled).
+    """
+    job = job_of(rundir)
+    status = rundir.status()
+    if job is None or status.get("synced") == "final":
+        return None
+    try:
+        remote_state, detail = backends(job.backend).state(job)
+    except Exception as err:
+        return f"{rundir.path.name}: cannot reach {job.backend} job {job.id}: {err}"
+    warning = None
+    repo = (job.extra or {}).get("artifacts_repo")
+    if repo:
+        try:
+            sync_run(rundir, repo, artifacts_prefix(rundir.path.parent.name, rundir.path.name), since=status.get("submitted_at"))
+        except Exception as err:
+            warning = f"{rundir.path.name}: cannot sync its files from {repo}: {err}"
+    state = rundir.state
+    if remote_state in FINAL_STATES:
+        if state not in FINAL_STATES:
+            where = f"{job.backend} job {job.id}"
+            if remote_state == "completed":
+                rundir.set_status("completed", reason=f"{where} completed but the run's files did not come back" + (f" from {repo}" if repo else ""))
+            elif remote_state == "canceled":
+                rundir.set_status("canceled", reason=f"{where} canceled" + (f": {detail}" if detail else ""))
+            else:
+                rundir.set_status("failed", error=f"{where} ended as {remote_state} while the run was {state or 'starting'}" + (f": {detail}" if detail else ""))
+        rundir.update_progress(synced="final")  # nothing changes any more: stop asking
+    elif remote_state == "running" and state in (None, "queued"):
+        rundir.set_status("running")
+    return warning
+
+
+def refresh_all(specs: list[RunSpec], runs_root: Path, backends: BackendCache | None = None) -> list[str]:
+    backends = backends or BackendCache()
+    warnings = []
+    for spec in specs:
+        rundir = RunDir.for_run(runs_root, spec.matrix, spec.name)
+        warning = refresh(rundir, backends)
+        if warning:
+            warnings.append(warning)
+    return warnings
