@@ -9,9 +9,9 @@ import random
 import pytest
 
 from trainyard.data.formats import get_format
-from trainyard.data.formats.preference import check_preference_columns
 from trainyard.data.formats.preference import convert as preference_convert
 from trainyard.data.tatqa_pairs import (
+    INSTRUCTION,
     build_pairs,
     build_prompt,
     evaluate_derivation,
@@ -153,8 +153,9 @@ def test_prompt_has_markdown_table_paragraphs_and_question_last(contexts):
     assert "| Research and development | $412.5 | $368.1 |" in prompt
     assert "|  | Year Ended December 31, |  |\n| --- | --- | --- |" in prompt
     assert "higher headcount in our engineering organization" in prompt
-    assert prompt.rstrip().endswith(f"Question: {q['question']}")
-    assert "Answer:" in prompt and "Scale:" in prompt  # the instruction names the format
+    # question then the answer-format instruction close the prompt (left truncation keeps both)
+    assert prompt.endswith(f"Question: {q['question']}\n\n{INSTRUCTION}")
+    assert prompt.index("Table:") < prompt.index("Paragraphs:") < prompt.index("Question:")
 
 
 def test_chosen_format_and_parse_roundtrip(contexts):
@@ -266,11 +267,3 @@ def test_preference_convert_implicit_prompt():
         "chosen": [{"role": "assistant", "content": "good"}],
         "rejected": [{"role": "assistant", "content": "bad"}],
     }
-
-
-def test_missing_chosen_rejected_names_the_columns():
-    with pytest.raises(DataFormatError) as err:
-        check_preference_columns(["prompt", "completion", "id"], "org/sft-data")
-    msg = str(err.value)
-    assert "missing ['chosen', 'rejected']" in msg and "['completion', 'id', 'prompt']" in msg
-    check_preference_columns(["prompt", "chosen", "rejected"], "x")

@@ -7,9 +7,9 @@ number or string (arithmetic / count), so the file is read with ``json``, never 
 
 One pair per question (TRL's conversational preference format):
 
-- **prompt**: :func:`build_prompt`: an instruction to answer with a value and a scale, the
-  table as markdown, the paragraphs in order, and the question *last* (so left truncation by
-  ``dpo.max_prompt_length`` keeps it).
+- **prompt**: :func:`build_prompt`: the table as markdown, the paragraphs in order, the
+  question, and last an instruction to answer with a value and a scale (left truncation by
+  ``dpo.max_prompt_length`` cuts the table top first and keeps question + instruction).
 - **chosen**: the gold answer in the shared output format (:func:`render_answer`)::
 
       Answer: <value, spans joined by " | ">
@@ -80,12 +80,14 @@ WRONG_SCALES = {
     "billion": ("million", "thousand"),
     "percent": ("", "million"),
 }
+# Same layout as the TAT-QA generation evaluator's prompt (trainyard.evaluation.tatqa_prompt):
+# table, paragraphs, question, then this instruction, so left truncation keeps the last two.
 INSTRUCTION = (
-    "Answer the question using the table and the text from a financial report. "
-    "Reply in exactly this format:\n"
-    "Answer: <the value, or the spans separated by ' | '>\n"
-    f"Scale: <{NO_SCALE}, thousand, million, billion or percent>\n"
-    "Derivation: <the calculation, when one is needed>"
+    "Answer the question using the table and the paragraphs above.\n"
+    "Reply with these lines:\n"
+    "Answer: <the answer; separate several answers with \" | \">\n"
+    f"Scale: <one of: {NO_SCALE}, thousand, million, billion, percent>\n"
+    "Derivation: <the calculation or the counted items, when there is one>"
 )
 # TAT-QA's Hub mirrors ship the raw JSON files; splits map to these names.
 HUB_FILES = {
@@ -116,18 +118,22 @@ def table_to_markdown(rows: list[list[Any]]) -> str:
 
 
 def build_prompt(context: Mapping[str, Any], question: Mapping[str, Any]) -> str:
-    """Instruction, markdown table, paragraphs (in ``order``), then the question last.
+    """Markdown table, paragraphs (in ``order``), the question, then the answer-format instruction.
 
     NOTE: the TAT-QA generation evaluator (``trainyard.evaluation.tatqa_prompt.build_prompt``)
     must use the same prompt; the two are to be unified into one function.
     """
+    parts = []
     table = (context.get("table") or {}).get("table") or []
+    if table:
+        parts.append("Table:\n" + table_to_markdown(table))
     paragraphs = sorted(context.get("paragraphs") or [], key=lambda p: int(p.get("order", 0)))
-    text = "\n\n".join(str(p.get("text", "")).strip() for p in paragraphs if p.get("text"))
-    return (
-        f"{INSTRUCTION}\n\nTable:\n{table_to_markdown(table)}\n\n"
-        f"Text:\n{text or '(no text)'}\n\nQuestion: {str(question['question']).strip()}"
-    )
+    text = "\n".join(str(p.get("text", "")).strip() for p in paragraphs if p.get("text"))
+    if text:
+        parts.append("Paragraphs:\n" + text)
+    parts.append(f"Question: {str(question['question']).strip()}")
+    parts.append(INSTRUCTION)
+    return "\n\n".join(parts)
 
 
 # ----------------------------------------------------------------------------- answers

@@ -11,25 +11,11 @@ with the user turn, ``chosen`` / ``rejected`` one-assistant-message lists. Accep
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from trainyard.data.formats import Format, SkipRow, register
-from trainyard.errors import DataFormatError
 
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
-
-
-def check_preference_columns(columns: Iterable[str], source: str, fmt: str = "preference") -> None:
-    """Raise a DataFormatError naming the columns found when chosen/rejected are missing."""
-    found = list(columns)
-    missing = [c for c in ("chosen", "rejected") if c not in found]
-    if missing:
-        raise DataFormatError(
-            f"data.source {source!r} (format {fmt}): DPO needs 'chosen' and 'rejected' columns, "
-            f"missing {missing}; columns found: {sorted(found)}. Use a preference dataset (prompt/chosen/"
-            "rejected), format: tatqa_preference for raw TAT-QA, or a non-DPO recipe for this data."
-        )
 
 
 def _messages(value: Any, role: str, column: str) -> list[dict[str, str]]:
