@@ -111,7 +111,7 @@ def select(matrix: Matrix, args: argparse.Namespace):
 
 def summary_table(matrix: Matrix, specs) -> Table:
     t = Table(title=f"{specs[0].matrix}: {len(specs)} run(s) from {matrix.path}")
-    cols = ["run", "recipe", "model", "examples", "epochs", "max steps", "LoRA r/α", "max len", "scheduler", "warmup", "lr", "batch×accum"]
+    cols = ["run", "recipe", "model", "examples", "epochs", "max steps", "LoRA r/α", "max len", "scheduler", "warmup", "lr", "batch×accum", "options"]
     for c in cols:
         t.add_column(c)
     for s in specs:
@@ -131,8 +131,21 @@ def summary_table(matrix: Matrix, specs) -> Table:
             warm,
             f"{tr.lr:g}",
             f"{tr.batch_size} × {tr.grad_accum}",
+            run_options(s),
         )
     return t
+
+
+def run_options(s) -> str:
+    """Quantization and recipe-section settings (dpo: beta, loss, prompt budget)."""
+    parts = []
+    if s.quantization is not None:
+        q = s.quantization
+        parts.append(f"{q.bits}-bit {q.quant_type if q.bits == 4 else ''}/{q.compute_dtype}".replace(" /", "/"))
+    if s.dpo is not None:
+        d = s.dpo
+        parts.append(f"β {d.beta:g} {d.loss_type}" + (f", prompt ≤{d.max_prompt_length}" if d.max_prompt_length else ""))
+    return "; ".join(parts) or "–"
 
 
 def cmd_validate(matrix: Matrix, specs, args) -> int:

@@ -265,6 +265,8 @@ class RunSpec(Section):
                 f"dpo.max_prompt_length ({self.dpo.max_prompt_length}) must be below train.max_length "
                 f"({self.train.max_length}), which also has to hold the answer"
             )
+        if self.eval.tatqa and self.data.format != "tatqa_preference":
+            raise ValueError("eval.tatqa with recipe dpo reads the raw TAT-QA questions: it needs data.format: tatqa_preference")
         if self.eval.datasets:
             raise ValueError("recipe dpo evaluates its held-out pairs (and TAT-QA with eval.tatqa: true); eval.datasets is not supported")
         return self
