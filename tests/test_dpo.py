@@ -97,7 +97,7 @@ def test_end_to_end_smoke_run_logs_finite_dpo_metrics(tmp_path, tiny, monkeypatc
     rundir = RunDir(tmp_path / "run")
     assert execute(spec, rundir) == "completed", rundir.status()
     metrics = json.loads((rundir.path / "metrics.json").read_text())
-    for key in ("train/loss", "train/rewards/accuracies", "train/rewards/margins", "train/rewards/chosen",
+    for key in ("train/loss", "train/mean_loss", "train/rewards/accuracies", "train/rewards/margins", "train/rewards/chosen",
                 "eval/heldout/loss", "eval/heldout/rewards/accuracies", "eval/heldout/rewards/margins"):
         assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
     assert 0.0 <= metrics["eval/heldout/rewards/accuracies"] <= 1.0

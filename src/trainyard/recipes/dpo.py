@@ -85,6 +85,8 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
     result = trainer.train(resume_from_checkpoint=ctx.resume_from)
     ctx.rundir.write_history(trainer.state.log_history)
     metrics.update(canonical_dict(result.metrics, [eval_name], eval_name))
+    if "train/loss" in metrics:
+        metrics["train/mean_loss"] = metrics["train/loss"]
     metrics.update(_last_train_logs(trainer.state.log_history, eval_name))
     tokens_seen = trainer.state.num_input_tokens_seen
     if tokens_seen and result.metrics.get("train_runtime"):
