@@ -5,6 +5,7 @@
     python launch.py status   --matrix jobs/X.yaml [--smoke] [--json]
     python launch.py logs     --matrix jobs/X.yaml RUN [--follow]
     python launch.py cancel   --matrix jobs/X.yaml [RUN ...]
+    python launch.py report   --matrix jobs/X.yaml [--smoke] [--out DIR]
 """
 
 from __future__ import annotations
@@ -187,9 +188,25 @@ def collect_status(specs, runs_root: Path) -> list[dict]:
     for s in specs:
         rd = RunDir.for_run(runs_root, s.matrix, s.name)
         st = rd.status()
+        if st.get("state") == "running" and not _alive(st):
+            st = {**st, "state": "failed", "error": f"process {st.get('pid')} is gone without a final status; re-run the matrix to resume"}
         m = rd.metrics()
         rows.append({"run": s.name, "state": st.get("state", "not started"), "step": st.get("step"), "max_steps": st.get("max_steps"), "error": st.get("error") or st.get("reason"), "path": str(rd.path), "metrics": {k: v for k, v in m.items() if k in ("train/loss",) or k.endswith("/loss") or k.endswith("/perplexity")}})
     return rows
+
+
+def _alive(status: dict) -> bool:
+    """A local run's process still exists (runs on other hosts are assumed alive)."""
+    pid, host = status.get("pid"), status.get("host")
+    if not pid or host != os.uname().nodename or status.get("job"):
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def cmd_status(matrix: Matrix, specs, args) -> int:
