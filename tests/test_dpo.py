@@ -11,8 +11,9 @@ from pydantic import ValidationError
 
 from trainyard.artifacts import RunDir
 from trainyard.data.prompt_truncation import prompt_token_count, truncate_prompt, truncate_prompts
-from trainyard.data.tatqa_pairs import INSTRUCTION, load_tatqa_pairs
+from trainyard.data.tatqa_pairs import load_tatqa_pairs
 from trainyard.errors import SpecError
+from trainyard.evaluation.tatqa_prompt import INSTRUCTION
 from trainyard.fixtures.tiny_model import ensure_tiny_model
 from trainyard.matrix import load_matrix
 from trainyard.metrics import canonical

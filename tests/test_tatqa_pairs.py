@@ -11,21 +11,19 @@ import pytest
 from trainyard.data.formats import get_format
 from trainyard.data.formats.preference import convert as preference_convert
 from trainyard.data.tatqa_pairs import (
-    INSTRUCTION,
     build_pairs,
-    build_prompt,
     evaluate_derivation,
+    format_value,
     is_correct,
     load_tatqa_pairs,
     make_pair,
-    parse_answer,
     parse_number,
     read_contexts,
     rejection_candidates,
     render_answer,
-    table_to_markdown,
 )
 from trainyard.errors import DataFormatError
+from trainyard.evaluation.tatqa_prompt import INSTRUCTION, build_prompt, parse_output
 from trainyard.fixtures import fixture_path
 
 # Which rejection kinds each answer type may get (model_output: any).
@@ -99,8 +97,8 @@ def test_every_rejected_is_wrong_and_differs_from_chosen(contexts):
         chosen, rejected = p["chosen"][0]["content"], p["rejected"][0]["content"]
         gold = golds[p["question_uid"]]
         assert rejected != chosen
-        assert is_correct(chosen, gold["answer"], gold["scale"])
-        assert not is_correct(rejected, gold["answer"], gold["scale"]), p["rejection_kind"]
+        assert is_correct(chosen, gold)  # full marks from the TAT-QA evaluator's own scorer
+        assert not is_correct(rejected, gold), p["rejection_kind"]
 
 
 def test_each_kind_appears_on_the_right_answer_types(contexts):
@@ -118,7 +116,7 @@ def test_each_kind_appears_on_the_right_answer_types(contexts):
 def test_rejection_values(contexts):
     def kinds(text):
         c, q = _q(contexts, text)
-        return {r.kind: parse_answer(r.text) for r in rejection_candidates(c, q)}
+        return {r.kind: parse_output(r.text) for r in rejection_candidates(c, q)}
 
     r = kinds("What was the total of cash and cash equivalents")  # 1,204+2,318 = 3522 million
     assert r["sign_flip"] == ("-3522", "million")
@@ -135,7 +133,7 @@ def test_rejection_values(contexts):
     r = kinds("How many regions had a decrease")  # 1 -> 2
     assert r["count_off"][0] == "2"
     r = kinds("What are the components of total current assets")
-    assert len(r["missing_span"][0].split(" | ")) == 2
+    assert len(r["missing_span"][0]) == 2
     r = kinds("What was the revenue from Cloud services in 2019")
     assert r["wrong_cell"] == ("41,875", "thousand")  # the 2018 cell of the same row
 
@@ -164,10 +162,13 @@ def test_chosen_format_and_parse_roundtrip(contexts):
     assert pair["chosen"][0]["content"] == "Answer: 13.65\nScale: percent\nDerivation: (80,623-70,938)/70,938*100"
     c, q = _q(contexts, "Which countries drove")
     assert make_pair(c, q)["chosen"][0]["content"] == "Answer: Japan | Australia\nScale: none"
-    assert parse_answer("Answer: Japan | Australia\nScale: none") == ("Japan | Australia", "")
-    assert is_correct("answer: australia |japan\nscale: none", ["Japan", "Australia"], "")
-    assert is_correct("Answer: 3,522.00\nScale: million", 3522, "million")
-    assert not is_correct("Answer: 3522\nScale: thousand", 3522, "million")
+    assert is_correct("answer: australia |japan\nscale: none", q)
+    c, q = _q(contexts, "What was the total of cash")
+    assert is_correct("Answer: 3,522.00\nScale: million", q)
+    assert not is_correct("Answer: 3522\nScale: thousand", q)
+    # spans stay verbatim (the metric reads '(5.0)%' as -5.0, '-5' percent as -0.05); numbers plain
+    assert format_value(["(5.0)%", "Japan"]) == "(5.0)% | Japan" and format_value(84.375) == "84.375"
+    assert format_value(-480000.0) == "-480000"
 
 
 def test_unperturbable_questions_are_skipped_and_counted(contexts):
@@ -180,10 +181,11 @@ def test_unperturbable_questions_are_skipped_and_counted(contexts):
         {"uid": "x1", "question": "?", "answer": [], "answer_type": "span", "scale": ""},
         {"uid": "x2", "question": "?", "answer": ["a"], "answer_type": "boolean", "scale": ""},
         {"uid": "x3", "question": "?", "answer_type": "span"},
+        {"uid": "x4", "question": "?", "answer": "not a list", "answer_type": "span", "scale": ""},
     ]}
     pairs, stats = build_pairs([broken])
-    assert pairs == [] and stats.questions == 3
-    assert stats.skipped == {"empty answer": 1, "unknown answer_type 'boolean'": 1, "missing answer": 1}
+    assert pairs == [] and stats.questions == 4
+    assert stats.skipped == {"empty answer": 1, "unknown answer_type 'boolean'": 1, "missing answer": 1, "malformed span answer": 1}
 
 
 def test_recorded_model_output_is_used_only_when_wrong(contexts):
@@ -206,7 +208,6 @@ def test_helpers():
     assert parse_number("1,475.0") == 1475.0 and parse_number("—") is None and parse_number("Q1") is None
     assert evaluate_derivation("(1,475.0-800.0)/800.0*100") == pytest.approx(84.375)
     assert evaluate_derivation("__import__('os')") is None and evaluate_derivation("1/0") is None
-    assert table_to_markdown([["a|b", "1"], ["c"]]) == "| a\\|b | 1 |\n| --- | --- |\n| c |  |"
     assert render_answer("1", "") == "Answer: 1\nScale: none"
 
 

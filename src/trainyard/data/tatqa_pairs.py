@@ -7,10 +7,12 @@ number or string (arithmetic / count), so the file is read with ``json``, never 
 
 One pair per question (TRL's conversational preference format):
 
-- **prompt**: :func:`build_prompt`: the table as markdown, the paragraphs in order, the
-  question, and last an instruction to answer with a value and a scale (left truncation by
-  ``dpo.max_prompt_length`` cuts the table top first and keeps question + instruction).
-- **chosen**: the gold answer in the shared output format (:func:`render_answer`)::
+- **prompt**: the TAT-QA evaluator's ``build_prompt`` (one prompt for training and
+  evaluation): the table as markdown, the paragraphs, the question, and last the instruction
+  to answer with a value and a scale (left truncation by ``dpo.max_prompt_length`` cuts the
+  table top first and keeps question + instruction).
+- **chosen**: the gold answer in the evaluator's reply format (:func:`render_answer`; spans
+  verbatim as in the data)::
 
       Answer: <value, spans joined by " | ">
       Scale: <none|thousand|million|billion|percent>
@@ -39,7 +41,7 @@ One pair per question (TRL's conversational preference format):
                  number vs text) instead of the gold cell
   ============== ============================================================ ==============
 
-  A candidate whose rendered answer equals the gold one is discarded. A recorded model output
+  A candidate the evaluator would score as correct (exact match and scale) is discarded. A recorded model output
   wins when it is wrong; otherwise one candidate is drawn. Questions with no candidate (e.g.
   a free-text span from a paragraph with no scale) are skipped and counted.
 
@@ -65,10 +67,11 @@ from pathlib import Path
 from typing import Any
 
 from trainyard.errors import DataFormatError
+from trainyard.evaluation.tatqa_metric import gold_answers, score_question
+from trainyard.evaluation.tatqa_prompt import SPAN_SEPARATOR, build_prompt, parse_output
 
 log = logging.getLogger(__name__)
 
-SPAN_SEPARATOR = " | "
 NO_SCALE = "none"
 SCALES = ("", "thousand", "million", "billion", "percent")
 ANSWER_TYPES = ("span", "multi-span", "arithmetic", "count")
@@ -80,15 +83,6 @@ WRONG_SCALES = {
     "billion": ("million", "thousand"),
     "percent": ("", "million"),
 }
-# Same layout as the TAT-QA generation evaluator's prompt (trainyard.evaluation.tatqa_prompt):
-# table, paragraphs, question, then this instruction, so left truncation keeps the last two.
-INSTRUCTION = (
-    "Answer the question using the table and the paragraphs above.\n"
-    "Reply with these lines:\n"
-    "Answer: <the answer; separate several answers with \" | \">\n"
-    f"Scale: <one of: {NO_SCALE}, thousand, million, billion, percent>\n"
-    "Derivation: <the calculation or the counted items, when there is one>"
-)
 # TAT-QA's Hub mirrors ship the raw JSON files; splits map to these names.
 HUB_FILES = {
     "train": "tatqa_dataset_train.json",
@@ -96,44 +90,6 @@ HUB_FILES = {
     "validation": "tatqa_dataset_dev.json",
     "test": "tatqa_dataset_test_gold.json",
 }
-
-
-# ----------------------------------------------------------------------------- prompt
-
-
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ").strip()
-
-
-def table_to_markdown(rows: list[list[Any]]) -> str:
-    """Rows of cells -> a markdown table (first row as the header; ragged rows padded)."""
-    rows = [r for r in rows if isinstance(r, list)]
-    if not rows:
-        return "(no table)"
-    width = max(len(r) for r in rows)
-    padded = [[_cell(c) for c in r] + [""] * (width - len(r)) for r in rows]
-    lines = ["| " + " | ".join(padded[0]) + " |", "|" + " --- |" * width]
-    lines += ["| " + " | ".join(r) + " |" for r in padded[1:]]
-    return "\n".join(lines)
-
-
-def build_prompt(context: Mapping[str, Any], question: Mapping[str, Any]) -> str:
-    """Markdown table, paragraphs (in ``order``), the question, then the answer-format instruction.
-
-    NOTE: the TAT-QA generation evaluator (``trainyard.evaluation.tatqa_prompt.build_prompt``)
-    must use the same prompt; the two are to be unified into one function.
-    """
-    parts = []
-    table = (context.get("table") or {}).get("table") or []
-    if table:
-        parts.append("Table:\n" + table_to_markdown(table))
-    paragraphs = sorted(context.get("paragraphs") or [], key=lambda p: int(p.get("order", 0)))
-    text = "\n".join(str(p.get("text", "")).strip() for p in paragraphs if p.get("text"))
-    if text:
-        parts.append("Paragraphs:\n" + text)
-    parts.append(f"Question: {str(question['question']).strip()}")
-    parts.append(INSTRUCTION)
-    return "\n\n".join(parts)
 
 
 # ----------------------------------------------------------------------------- answers
@@ -169,6 +125,8 @@ def format_number(value: float) -> str:
 
 
 def format_value(answer: Any) -> str:
+    """Spans verbatim, joined by " | " (a reworded span, e.g. '(5.0)%' -> '-5', can score
+    differently under the TAT-QA metric); computed numbers without trailing zeros."""
     if isinstance(answer, list):
         return SPAN_SEPARATOR.join(str(a).strip() for a in answer)
     if isinstance(answer, (int, float)) and not isinstance(answer, bool):
@@ -189,39 +147,21 @@ def render_answer(value: str, scale: str, derivation: str | None = None) -> str:
     return f"{out}\nDerivation: {derivation}" if derivation else out
 
 
-_FIELD = re.compile(r"^\s*(answer|scale)\s*:\s*(.*?)\s*$", re.IGNORECASE | re.MULTILINE)
-
-
-def parse_answer(text: str) -> tuple[str, str] | None:
-    """'Answer: 3522\\nScale: million' -> ('3522', 'million'); None without an Answer line."""
-    fields: dict[str, str] = {}
-    for key, value in _FIELD.findall(text or ""):
-        fields.setdefault(key.lower(), value)
-    if "answer" not in fields:
-        return None
-    scale = fields.get("scale", "").lower()
-    return fields["answer"], "" if scale in (NO_SCALE, "-", "n/a") else scale
-
-
 def _norm_item(item: Any) -> str:
+    """Cell comparison key: numbers canonical, text lower-cased with spaces collapsed."""
     number = parse_number(item)
     if number is not None:
         return format_number(round(number, 2))
     return re.sub(r"\s+", " ", str(item).strip().strip(".").lower())
 
 
-def normalize_answer(answer: Any) -> tuple[str, ...]:
-    """A comparable key: spans split, numbers canonical, order ignored."""
-    items = answer if isinstance(answer, list) else str(format_value(answer)).split(SPAN_SEPARATOR.strip())
-    return tuple(sorted(_norm_item(i) for i in items if str(i).strip()))
-
-
-def is_correct(output: str, gold_answer: Any, gold_scale: str) -> bool:
-    parsed = parse_answer(output)
+def is_correct(output: str, question: Mapping[str, Any]) -> bool:
+    """Would the TAT-QA evaluator give this reply full marks? (exact match and the gold scale)"""
+    parsed = parse_output(output)
     if parsed is None:
         return False
-    value, scale = parsed
-    return normalize_answer(value) == normalize_answer(gold_answer) and scale == (gold_scale or "")
+    answer, scale = parsed
+    return score_question(question, answer, scale).exact_match == 1.0 and scale == (question.get("scale") or "")
 
 
 # ----------------------------------------------------------------------------- derivations
@@ -377,7 +317,7 @@ def _missing_span(uid: str, spans: list[str], scale: str) -> list[Rejection]:
         return []
     kept = list(spans)
     kept.pop(question_rng(uid, "missing_span").randrange(len(kept)))
-    return [Rejection("missing_span", render_answer(SPAN_SEPARATOR.join(kept), scale))]
+    return [Rejection("missing_span", render_answer(format_value(kept), scale))]
 
 
 def _wrong_cell(uid: str, span: str, cells: list[list[str]], scale: str) -> list[Rejection]:
@@ -396,7 +336,7 @@ def _wrong_cell(uid: str, span: str, cells: list[list[str]], scale: str) -> list
     if not options:
         return []
     choice = question_rng(uid, "wrong_cell").choice(sorted(set(options)))
-    return [Rejection("wrong_cell", render_answer(choice, scale))]
+    return [Rejection("wrong_cell", render_answer(format_value(choice), scale))]
 
 
 def rejection_candidates(context: Mapping[str, Any], question: Mapping[str, Any]) -> list[Rejection]:
@@ -423,7 +363,7 @@ def rejection_candidates(context: Mapping[str, Any], question: Mapping[str, Any]
         if scale or _is_numeric(spans):
             out += _wrong_scale(uid, value, scale, None)
     gold = render_answer(value, scale, deriv or None)
-    return [r for r in out if r.text != gold and not is_correct(r.text, answer, scale)]
+    return [r for r in out if r.text != gold and not is_correct(r.text, question)]
 
 
 # ----------------------------------------------------------------------------- pairs
@@ -472,13 +412,19 @@ def make_pair(
     if answer in ("", [], None):
         stats.skipped["empty answer"] += 1
         return None
+    try:
+        gold_answers(question)  # the evaluator's reading of the answer: must work to score pairs
+    except (ValueError, TypeError) as exc:
+        stats.skipped[f"malformed {kind} answer"] += 1
+        log.debug("question %s: %s", question["uid"], exc)
+        return None
     deriv = format_derivation(question.get("derivation"), kind)
     chosen = render_answer(format_value(answer), scale, deriv or None)
 
     rejection = None
     recorded = _model_output_text(model_output)
     if recorded is not None:
-        if is_correct(recorded, answer, scale):
+        if is_correct(recorded, question):
             stats.model_outputs_correct += 1
         else:
             rejection = Rejection("model_output", recorded)
