@@ -102,6 +102,10 @@ def test_end_to_end_smoke_run_logs_finite_dpo_metrics(tmp_path, tiny, monkeypatc
                 "eval/heldout/loss", "eval/heldout/rewards/accuracies", "eval/heldout/rewards/margins"):
         assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
     assert 0.0 <= metrics["eval/heldout/rewards/accuracies"] <= 1.0
+    # TAT-QA generation eval before and after training (8 fixture questions in --smoke)
+    for prefix in ("tatqa_before", "tatqa"):
+        assert metrics[f"{prefix}/questions"] == 8.0
+        assert 0.0 <= metrics[f"{prefix}/exact_match"] <= 1.0 and 0.0 <= metrics[f"{prefix}/f1"] <= 1.0
     assert metrics["data/train/prompt/truncated"] > 0  # the fixture prompts exceed the smoke budget
     # At step 1 the policy is the reference (LoRA B = 0, reference = adapter disabled):
     # every reward is 0 and the DPO loss is exactly ln 2.
