@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
-import signal
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,7 @@ from trainyard import artifacts
 from trainyard.artifacts import ArtifactUploader, RunDir, sync_run, upload_run_artifacts
 
 REPO = "alice/trainyard-runs"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def wait_for(cond, what: str, limit: float = 20.0) -> None:
@@ -107,26 +110,35 @@ def test_sync_merges_status_and_ignores_an_earlier_attempt(tmp_path, store):
     assert sync_run(local, "alice/missing", "m/a", api=store) == []  # repo not there yet: nothing, no error
 
 
-def test_entrypoint_round_trip_through_the_artifacts_repo(tmp_path, store, tiny_model, monkeypatch):
-    """trainyard.run as a job would run it: files reach the repo; sync + report read them back."""
+# The job's process: the entrypoint with its Hub storage swapped for the test's store.
+JOB_MAIN = """
+import sys
+from fake_hub import FakeRepoStore
+from trainyard import artifacts, run
+store = FakeRepoStore(__import__("pathlib").Path(sys.argv[1]))
+artifacts._hub_api = lambda: store
+sys.exit(run.main(sys.argv[2:]))
+"""
+
+
+def test_entrypoint_round_trip_through_the_artifacts_repo(tmp_path, store, tiny_model):
+    """trainyard.run in its own process, as a job runs it: files reach the repo; sync + report read them back."""
     from trainyard.matrix import load_matrix
     from trainyard.report import main_report
-    from trainyard.run import main as run_main
     from trainyard.smoke import smoke_spec
 
-    matrix = load_matrix("jobs/rust_sft.yaml")
+    matrix = load_matrix(ROOT / "jobs/rust_sft.yaml")
     spec = smoke_spec(matrix.runs[0], tiny_model)
-    monkeypatch.setattr(artifacts, "_hub_api", lambda: store)
-    monkeypatch.setenv(artifacts.ARTIFACTS_REPO_ENV, REPO)
-    monkeypatch.setenv("TRAINYARD_SPEC", spec.to_json())
-    old = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    try:
-        assert run_main(["--run-dir", str(tmp_path / "output" / spec.name)]) == 0
-    finally:
-        signal.signal(signal.SIGTERM, old[0])
-        signal.signal(signal.SIGINT, old[1])
-        for h in list(logging.getLogger().handlers):
-            logging.getLogger().removeHandler(h)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),
+        artifacts.ARTIFACTS_REPO_ENV: REPO,
+        "TRAINYARD_SPEC": spec.to_json(),
+        "TRACKIO_DIR": str(tmp_path / "trackio"),
+    }
+    proc = subprocess.run([sys.executable, "-c", JOB_MAIN, str(store.root), "--run-dir", str(tmp_path / "output" / spec.name)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "run files uploaded to https://huggingface.co/datasets/alice/trainyard-runs" in proc.stderr
     prefix = f"{spec.matrix}/{spec.name}"
     files = store.files(REPO)
     for name in ("spec.json", "status.json", "metrics.json", "history.json", "README.md", "logs/run.log", "final/adapter_config.json"):
@@ -138,7 +150,8 @@ def test_entrypoint_round_trip_through_the_artifacts_repo(tmp_path, store, tiny_
     assert "metrics.json" in synced and not any(s.startswith("final/") for s in synced)
     assert local.state == "completed" and local.metrics()["train/loss"] > 0
     assert main_report(matrix, [spec], tmp_path / "runs", tmp_path / "report") == 0
-    [row] = json.loads((tmp_path / "report" / "report.json").read_text())["runs"]
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    [row] = report["runs"]
     assert row["state"] == "completed" and row["progress"] == [4, 4]
     assert row["metrics"]["train/loss"] == local.metrics()["train/loss"]
-    assert "train_loss" in json.loads((tmp_path / "report" / "report.json").read_text())["charts"]  # history.json came back
+    assert "train_loss" in report["charts"]  # history.json came back
