@@ -14,6 +14,9 @@ from types import ModuleType
 
 RECIPES: dict[str, str] = {
     "sft": "trainyard.recipes.sft",
+    "clm": "trainyard.recipes.clm",
+    "pretrain": "trainyard.recipes.pretrain",
+    "mixed_loss": "trainyard.recipes.mixed_loss",
 }
 
 
