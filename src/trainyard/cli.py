@@ -1,0 +1,244 @@
+"""`python launch.py` — submit (default), validate, status, logs, cancel, report.
+
+    python launch.py --matrix jobs/X.yaml [--backend local] [--smoke] [--dry-run] [--only GLOB] [--parallel N]
+    python launch.py validate --matrix jobs/X.yaml [--smoke]
+    python launch.py status   --matrix jobs/X.yaml [--smoke] [--json]
+    python launch.py logs     --matrix jobs/X.yaml RUN [--follow]
+    python launch.py cancel   --matrix jobs/X.yaml [RUN ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from trainyard.artifacts import RunDir
+from trainyard.backends import BACKENDS
+from trainyard.errors import SpecError
+from trainyard.matrix import Matrix, load_matrix
+
+COMMANDS = ("submit", "validate", "status", "logs", "cancel", "report")
+# Not a terminal (CI, pipes, logs): wide enough that tables are never truncated.
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+out = Console(width=None if sys.stdout.isatty() else 200)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="launch.py", description="Run LLM fine-tuning experiment matrices.")
+    sub = p.add_subparsers(dest="command")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--matrix", required=True, help="matrix YAML, e.g. jobs/rust_sft.yaml")
+        sp.add_argument("--smoke", action="store_true", help="tiny local model + bundled fixtures, offline (matrix runs as <name>-smoke)")
+        sp.add_argument("--runs-dir", default=os.environ.get("TRAINYARD_RUNS_DIR", "runs"), help="root of run directories (default: runs)")
+        sp.add_argument("--only", action="append", metavar="GLOB", help="only runs whose name matches (repeatable)")
+
+    s = sub.add_parser("submit", help="validate every run, then run/submit them (the default command)")
+    common(s)
+    s.add_argument("--backend", choices=BACKENDS, default="local")
+    s.add_argument("--dry-run", action="store_true", help="validate and show what would be submitted; submit nothing")
+    s.add_argument("--parallel", type=int, default=1, help="local backend: runs at once (default 1)")
+    s.add_argument("--restart", action="store_true", help="discard finished runs of a changed spec and train again")
+    v = sub.add_parser("validate", help="expand and validate every run; run nothing")
+    common(v)
+    st = sub.add_parser("status", help="state of every run of the matrix")
+    common(st)
+    st.add_argument("--json", action="store_true")
+    lg = sub.add_parser("logs", help="a run's log")
+    common(lg)
+    lg.add_argument("run")
+    lg.add_argument("--follow", "-f", action="store_true")
+    c = sub.add_parser("cancel", help="stop running runs (all, or those named)")
+    common(c)
+    c.add_argument("runs", nargs="*")
+    r = sub.add_parser("report", help="tables and charts of a (partly) finished matrix")
+    common(r)
+    r.add_argument("--out", help="output directory (default: reports/<matrix>)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+        argv = ["submit", *argv]
+    args = build_parser().parse_args(argv)
+    try:
+        matrix = load_matrix(args.matrix)
+    except SpecError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    specs = select(matrix, args)
+    if specs is None:
+        return 2
+    return {
+        "submit": cmd_submit,
+        "validate": cmd_validate,
+        "status": cmd_status,
+        "logs": cmd_logs,
+        "cancel": cmd_cancel,
+        "report": cmd_report,
+    }[args.command](matrix, specs, args)
+
+
+def select(matrix: Matrix, args: argparse.Namespace):
+    specs = matrix.runs
+    if args.only:
+        specs = [s for s in specs if any(fnmatch.fnmatch(s.name, g) for g in args.only)]
+        if not specs:
+            print(f"{matrix.path}: --only {args.only} matches no run; runs: {matrix.run_names}", file=sys.stderr)
+            return None
+    if args.smoke:
+        from trainyard.fixtures.tiny_model import ensure_tiny_model
+        from trainyard.smoke import smoke_spec
+
+        tiny = str(ensure_tiny_model()) if args.command == "submit" and not getattr(args, "dry_run", False) else "<tiny-local-model>"
+        try:
+            specs = [smoke_spec(s, tiny) for s in specs]
+        except Exception as exc:  # a smoke transform must never half-apply
+            print(f"{matrix.path}: cannot build the smoke variant: {exc}", file=sys.stderr)
+            return None
+    return specs
+
+
+def summary_table(matrix: Matrix, specs) -> Table:
+    t = Table(title=f"{specs[0].matrix}: {len(specs)} run(s) from {matrix.path}")
+    cols = ["run", "recipe", "model", "examples", "epochs", "max steps", "LoRA r/α", "max len", "scheduler", "warmup", "lr", "batch×accum"]
+    for c in cols:
+        t.add_column(c)
+    for s in specs:
+        tr = s.train
+        warm = f"{tr.warmup_ratio:g}" if tr.warmup_ratio else (f"{tr.warmup_steps} steps" if tr.warmup_steps else "–")
+        sched = tr.scheduler + (f" ({tr.scheduler_cycles} cycles)" if tr.scheduler_cycles else "")
+        t.add_row(
+            s.name,
+            s.recipe,
+            s.model.name.rsplit("/", 2)[-1] if s.smoke else s.model.name,
+            f"{s.data.limit:,}" if s.data.limit else "all",
+            f"{tr.epochs:g}",
+            str(tr.max_steps or "–"),
+            f"{s.lora.r}/{s.lora.alpha}" if s.lora else "full",
+            str(tr.max_length),
+            sched,
+            warm,
+            f"{tr.lr:g}",
+            f"{tr.batch_size} × {tr.grad_accum}",
+        )
+    return t
+
+
+def cmd_validate(matrix: Matrix, specs, args) -> int:
+    out.print(summary_table(matrix, specs))
+    out.print(f"[green]ok[/]: {len(specs)} run(s) valid")
+    return 0
+
+
+def cmd_submit(matrix: Matrix, specs, args) -> int:
+    runs_root = Path(args.runs_dir)
+    if args.dry_run:
+        out.print(summary_table(matrix, specs))
+        for s in specs:
+            rd = RunDir.for_run(runs_root, s.matrix, s.name)
+            out.print(f"[bold]{s.name}[/] -> {rd.path}  (python -m trainyard.run --spec {rd.spec_file} --run-dir {rd.path})", highlight=False)
+            if os.environ.get("TRAINYARD_DRY_RUN_SPECS"):
+                out.print_json(s.to_json())
+        out.print(f"dry run: {len(specs)} run(s) validated, nothing submitted")
+        return 0
+    from trainyard.backends.local import run_local, stale_spec_problems
+
+    stale = stale_spec_problems(specs, runs_root)
+    if stale and not args.restart:
+        print("\n".join(["refusing to start:"] + [f"  - {p}" for p in stale]), file=sys.stderr)
+        return 2
+    if args.restart:
+        for s in specs:
+            rd = RunDir.for_run(runs_root, s.matrix, s.name)
+            if rd.status_file.exists():
+                rd.status_file.unlink()
+    code = run_local(specs, runs_root, parallel=max(1, args.parallel), console=err)
+    if specs and specs[0].tracking.enabled:
+        err.print(f"curves: trackio show --project {specs[0].tracking_project}")
+    return code
+
+
+def collect_status(specs, runs_root: Path) -> list[dict]:
+    rows = []
+    for s in specs:
+        rd = RunDir.for_run(runs_root, s.matrix, s.name)
+        st = rd.status()
+        m = rd.metrics()
+        rows.append({"run": s.name, "state": st.get("state", "not started"), "step": st.get("step"), "max_steps": st.get("max_steps"), "error": st.get("error") or st.get("reason"), "path": str(rd.path), "metrics": {k: v for k, v in m.items() if k in ("train/loss",) or k.endswith("/loss") or k.endswith("/perplexity")}})
+    return rows
+
+
+def cmd_status(matrix: Matrix, specs, args) -> int:
+    rows = collect_status(specs, Path(args.runs_dir))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    t = Table(title=f"{specs[0].matrix} status")
+    for c in ("run", "state", "step", "train/loss", "eval loss", "note"):
+        t.add_column(c)
+    for r in rows:
+        evals = {k: v for k, v in r["metrics"].items() if k.startswith("eval/") and k.endswith("/loss")}
+        ev = ", ".join(f"{k.split('/')[1]} {v:.4f}" if isinstance(v, float) else f"{k.split('/')[1]} {v}" for k, v in evals.items())
+        tl = r["metrics"].get("train/loss")
+        t.add_row(r["run"], r["state"], f"{r['step']}/{r['max_steps']}" if r["step"] is not None else "", f"{tl:.4f}" if isinstance(tl, float) else "", ev, str(r["error"] or ""))
+    out.print(t)
+    return 0
+
+
+def cmd_logs(matrix: Matrix, specs, args) -> int:
+    names = [s.name for s in specs]
+    if args.run not in names:
+        from trainyard.errors import did_you_mean
+
+        print(f"{matrix.path}: no run {args.run!r}{did_you_mean(args.run, names)}; runs: {names}", file=sys.stderr)
+        return 2
+    spec = next(s for s in specs if s.name == args.run)
+    rd = RunDir.for_run(args.runs_dir, spec.matrix, spec.name)
+    if not rd.log_file.exists():
+        print(f"no log yet at {rd.log_file} (state: {rd.state or 'not started'})", file=sys.stderr)
+        return 1
+    with open(rd.log_file) as fh:
+        sys.stdout.write(fh.read())
+        while args.follow and rd.state in (None, "queued", "running"):
+            chunk = fh.read()
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+            time.sleep(1)
+        sys.stdout.write(fh.read())
+    return 0
+
+
+def cmd_cancel(matrix: Matrix, specs, args) -> int:
+    targets = [s for s in specs if not args.runs or s.name in args.runs]
+    n = 0
+    for s in targets:
+        rd = RunDir.for_run(args.runs_dir, s.matrix, s.name)
+        st = rd.status()
+        if st.get("state") == "running" and st.get("pid"):
+            try:
+                os.kill(int(st["pid"]), signal.SIGTERM)  # the run checkpoints and marks itself canceled
+                n += 1
+            except ProcessLookupError:
+                rd.set_status("canceled", reason="process was gone")
+        elif st.get("state") == "queued":
+            rd.set_status("canceled", reason="canceled before it started")
+            n += 1
+    out.print(f"cancel requested for {n} run(s)")
+    return 0
+
+
+def cmd_report(matrix: Matrix, specs, args) -> int:
+    from trainyard.report import main_report
+
+    return main_report(matrix, specs, Path(args.runs_dir), args.out)

@@ -1,0 +1,65 @@
+"""Token-weighted loss / perplexity of a trainer's eval sets (what the recipes report).
+
+`Trainer.evaluate()` averages per-batch means, so batches with few target tokens weigh as
+much as full ones and exp() of it is not a perplexity. Here every target token (labels !=
+-100, after the causal shift) counts once: ΣNLL in float64 / N tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from trainyard.metrics import safe_exp
+
+
+@dataclass
+class TokenLoss:
+    nll_sum: float
+    tokens: int
+    correct: int
+
+    @property
+    def loss(self) -> float:
+        return self.nll_sum / self.tokens if self.tokens else math.nan
+
+    def to_metrics(self, name: str) -> dict[str, float]:
+        loss = self.loss
+        out = {
+            f"eval/{name}/loss": loss,
+            f"eval/{name}/perplexity": safe_exp(loss),
+            f"eval/{name}/tokens": float(self.tokens),
+            f"eval/{name}/token_accuracy": self.correct / self.tokens if self.tokens else math.nan,
+        }
+        return out
+
+
+def token_weighted_loss(trainer, dataset) -> TokenLoss:
+    import torch
+
+    model = trainer.model
+    was_training = model.training
+    model.eval()
+    nll, tokens, correct = 0.0, 0, 0
+    loader = trainer.get_eval_dataloader(dataset)
+    with torch.inference_mode():
+        for batch in loader:
+            batch = trainer._prepare_inputs(batch)
+            labels = batch.get("labels")
+            if labels is None:
+                raise ValueError("eval batches carry no labels; cannot compute a token-weighted loss")
+            inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
+            logits = model(**inputs).logits.float()
+            shift_logits = logits[:, :-1, :]
+            shift_labels = labels[:, 1:]
+            mask = shift_labels != -100
+            if not mask.any():
+                continue
+            picked = shift_logits[mask]
+            target = shift_labels[mask]
+            nll += torch.nn.functional.cross_entropy(picked, target, reduction="sum").double().item()
+            tokens += int(mask.sum().item())
+            correct += int((picked.argmax(-1) == target).sum().item())
+    if was_training:
+        model.train()
+    return TokenLoss(nll, tokens, correct)

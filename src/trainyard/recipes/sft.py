@@ -1,0 +1,92 @@
+"""Supervised fine-tuning: TRL SFTTrainer (+ PEFT LoRA), completion-only loss.
+
+setup (tokenizer, data, model) -> train (resumable) -> evaluate (token-weighted, every eval
+set) -> save final/ (adapter or full model + tokenizer). Metrics follow the contract.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trainyard.context import RunContext
+from trainyard.data.formats import get_format
+from trainyard.data.loading import load_examples
+from trainyard.errors import DataFormatError
+from trainyard.evaluation.trainer_eval import token_weighted_loss
+from trainyard.metrics import canonical_dict
+from trainyard.models import count_parameters, load_model, load_tokenizer, lora_config
+from trainyard.spec import DataSpec, RunSpec
+from trainyard.training_args import common_trainer_kwargs
+
+
+def named_eval_sets(spec: RunSpec) -> dict[str, Any]:
+    """Every `eval.datasets` entry, loaded and converted with its own format."""
+    sets = {}
+    for ev in spec.eval.datasets:
+        data = DataSpec(source=ev.source, config=ev.config, split=ev.split, format=ev.format, text_field=ev.text_field, limit=ev.limit, eval_size=0, shuffle=False)
+        ds, _, _ = load_examples(data, where=f"eval.datasets[{ev.name}]")
+        sets[ev.name] = ds
+    return sets
+
+
+def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
+    from trl import SFTConfig, SFTTrainer
+
+    if get_format(spec.data.format).produces not in ("prompt_completion", "messages", "text"):
+        raise DataFormatError(f"data.format {spec.data.format!r} is not an SFT format (prompt/completion, messages or text)")
+    tokenizer = load_tokenizer(spec)
+    train_ds, held_out, stats = load_examples(spec.data)
+    eval_sets = ({spec.eval.held_out_name: held_out} if held_out is not None else {}) | named_eval_sets(spec)
+    ctx.extra_metrics.update(stats.as_metrics())
+    for w in stats.warnings:
+        ctx.log.warning(w)
+    ctx.log.info("data: %d train / %s eval examples, %d skipped %s", len(train_ds), {k: len(v) for k, v in eval_sets.items()}, sum(stats.skipped.values()), dict(stats.skipped))
+
+    model = load_model(spec, ctx.precision)
+    args = SFTConfig(
+        **common_trainer_kwargs(spec, str(ctx.rundir.checkpoints), ctx.precision, has_eval=bool(eval_sets)),
+        max_length=spec.train.max_length,
+        packing=spec.train.packing,
+        # PITFALLS: bfd packing forces padding-free batches, slow without FlashAttention.
+        packing_strategy="wrapped" if spec.train.packing else "bfd",
+        completion_only_loss=spec.train.completion_only_loss,
+    )
+    names = list(eval_sets)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_sets or None,
+        processing_class=tokenizer,
+        peft_config=lora_config(spec.lora),
+        callbacks=ctx.callbacks(names),
+    )
+    ctx.extra_metrics.update(count_parameters(trainer.model))
+    result = trainer.train(resume_from_checkpoint=ctx.resume_from)
+    ctx.rundir.write_history(trainer.state.log_history)
+    metrics = canonical_dict(result.metrics, names, spec.eval.held_out_name)
+    if "train/loss" in metrics:
+        metrics["train/mean_loss"] = metrics["train/loss"]
+    metrics["train/loss"] = _last_train_loss(trainer.state.log_history, metrics.get("train/loss"))
+    tokens_seen = trainer.state.num_input_tokens_seen
+    if tokens_seen and result.metrics.get("train_runtime"):
+        metrics["train/tokens_per_second"] = tokens_seen / result.metrics["train_runtime"]
+        metrics["train/tokens"] = float(tokens_seen)
+    if ctx.cancel_requested:
+        return metrics
+    if ctx.divergence is None:
+        for name, ds in trainer.eval_dataset.items() if isinstance(trainer.eval_dataset, dict) else []:
+            metrics.update(token_weighted_loss(trainer, ds).to_metrics(name))
+        if ctx.tracker is not None:
+            ctx.tracker.log({k: v for k, v in metrics.items() if k.startswith("eval/")}, step=trainer.state.global_step)
+    trainer.save_model(str(ctx.rundir.final))
+    tokenizer.save_pretrained(str(ctx.rundir.final))
+    return metrics
+
+
+def _last_train_loss(history: list[dict], fallback: float | None) -> float:
+    """The final logged training loss (the trainer's `train_loss` is a whole-run average)."""
+    for entry in reversed(history):
+        if "loss" in entry:
+            return float(entry["loss"])
+    return float("nan") if fallback is None else fallback

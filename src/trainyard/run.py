@@ -1,0 +1,125 @@
+"""Container entrypoint: one run from its spec.
+
+    python -m trainyard.run --spec runs/<matrix>/<run>/spec.json [--run-dir DIR]
+    TRAINYARD_SPEC='{...json...}' python -m trainyard.run --run-dir /output
+
+The same code runs as a local subprocess, in the Docker image, on HF Jobs and on k8s.
+Exit codes: 0 completed, 1 failed, 2 bad spec/data, 3 diverged, 130 canceled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from trainyard.artifacts import RunDir, push_to_hub, resolve_repo_id
+from trainyard.errors import DataFormatError
+from trainyard.spec import RunSpec
+
+EXIT = {"completed": 0, "failed": 1, "bad_input": 2, "diverged": 3, "canceled": 130}
+
+
+def setup_logging(rundir: RunDir) -> logging.Logger:
+    rundir.logs.mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    fh = logging.FileHandler(rundir.log_file)
+    fh.setFormatter(fmt)
+    sh = logging.StreamHandler(sys.stderr)
+    sh.setFormatter(fmt)
+    root.addHandler(fh)
+    root.addHandler(sh)
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return logging.getLogger("trainyard.run")
+
+
+def load_spec(args: argparse.Namespace) -> RunSpec:
+    if args.spec:
+        return RunSpec.from_json(Path(args.spec).read_text())
+    text = os.environ.get("TRAINYARD_SPEC")
+    if not text:
+        raise SystemExit("trainyard.run: pass --spec FILE or set TRAINYARD_SPEC to the spec JSON")
+    return RunSpec.from_json(text)
+
+
+def execute(spec: RunSpec, rundir: RunDir) -> str:
+    """Run the recipe; write metrics, history, model card, status. Returns the final state."""
+    from trainyard.context import RunContext
+    from trainyard.models import device_kind, pick_precision
+    from trainyard.recipes import load_recipe
+    from trainyard.tracking import TrackioLogger
+
+    log = setup_logging(rundir)
+    rundir.create()
+    rundir.spec_file.write_text(spec.to_json())
+    resume = rundir.last_checkpoint()
+    ctx = RunContext(spec=spec, rundir=rundir, precision=pick_precision(spec.train.precision), device=device_kind(), resume_from=resume, log=log)
+    ctx.install_signal_handlers()
+    rundir.set_status("running", pid=os.getpid(), host=os.uname().nodename, resumed_from=resume, error=None, reason=None)
+    log.info("run %s/%s: recipe=%s model=%s device=%s precision=%s%s", spec.matrix, spec.name, spec.recipe, spec.model.name, ctx.device, ctx.precision, f" resuming from {resume}" if resume else "")
+    if spec.tracking.enabled:
+        ctx.tracker = TrackioLogger(spec, eval_names=[])
+    started = time.time()
+    try:
+        metrics = load_recipe(spec.recipe).train(spec, ctx)
+    except DataFormatError as exc:
+        log.error("bad data: %s", exc)
+        rundir.set_status("failed", error=f"bad data: {exc}")
+        return "bad_input"
+    except KeyboardInterrupt:
+        rundir.set_status("canceled", reason="interrupted")
+        return "canceled"
+    except Exception as exc:
+        log.error("run failed:\n%s", traceback.format_exc())
+        rundir.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+        return "failed"
+    finally:
+        if ctx.tracker is not None:
+            ctx.tracker.finish()
+    metrics = {**metrics, **ctx.extra_metrics, "run/wall_time_s": time.time() - started}
+    rundir.write_metrics(metrics)
+    if ctx.divergence:
+        state, fields = "diverged", {"reason": ctx.divergence}
+    elif ctx.cancel_requested:
+        rundir.set_status("canceled", reason="canceled; resumes from the last checkpoint on the next launch")
+        return "canceled"
+    else:
+        state, fields = "completed", {}
+    _write_card_and_push(spec, rundir, metrics, state, log)
+    rundir.set_status(state, **fields)
+    log.info("run %s: %s", state, {k: v for k, v in metrics.items() if k.startswith(("train/loss", "eval/"))})
+    return state
+
+
+def _write_card_and_push(spec: RunSpec, rundir: RunDir, metrics: dict, state: str, log: logging.Logger) -> None:
+    from trainyard.model_card import render_card
+
+    rundir.card_file.write_text(render_card(spec, metrics, state))
+    if spec.hub.push and state == "completed":
+        repo_id = resolve_repo_id(spec.hub.repo, spec.matrix, spec.name)
+        where = push_to_hub(rundir, repo_id, spec.hub.private, smoke=spec.smoke)
+        rundir.update_progress(pushed_to=where)
+        log.info("pushed final/ to %s", where)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m trainyard.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--spec", help="spec.json of the run (default: $TRAINYARD_SPEC)")
+    p.add_argument("--run-dir", help="output directory (default: $TRAINYARD_RUN_DIR or runs/<matrix>/<run>)")
+    args = p.parse_args(argv)
+    spec = load_spec(args)
+    run_dir = args.run_dir or os.environ.get("TRAINYARD_RUN_DIR") or RunDir.for_run("runs", spec.matrix, spec.name).path
+    return EXIT[execute(spec, RunDir(run_dir))]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
