@@ -73,6 +73,6 @@ def test_bpe_tokenizer_trains_on_a_corpus_and_round_trips():
     assert 257 < len(tok) <= 400
     text = "The Nile rose 12% — naïve café"  # unseen characters still encode (byte-level)
     assert tok.decode(tok(text)["input_ids"]) == text
-    assert tok.eos_token == tok.pad_token == "<|endoftext|>"
+    assert tok.eos_token == "<|endoftext|>" and tok.pad_token == "<|pad|>"
     with pytest.raises(ValueError, match="byte alphabet"):
         train_bpe_tokenizer(corpus, vocab_size=100)

@@ -44,6 +44,8 @@ class MixedLoss:
     cos: torch.Tensor
     correct: torch.Tensor  # number of valid positions whose argmax is the label
     n_tokens: torch.Tensor  # number of valid positions
+    ce_sum: torch.Tensor  # detached sums over valid positions, for token-weighted logging
+    cos_sum: torch.Tensor
 
     @property
     def accuracy(self) -> torch.Tensor:
@@ -115,22 +117,26 @@ def mixed_ce_cosine_loss(
     if num_items_in_batch is None:
         ce = F.cross_entropy(flat_logits, flat_targets, ignore_index=ignore_index, reduction="mean")
         denom = n_valid.clamp(min=1).float()
+        ce_sum = ce.detach() * n_valid
     else:
         ce_sum = F.cross_entropy(flat_logits, flat_targets, ignore_index=ignore_index, reduction="sum")
         denom = torch.as_tensor(num_items_in_batch, device=ce_sum.device).float()
         ce = ce_sum / denom
+        ce_sum = ce_sum.detach()
 
     # The cosine term only needs valid rows: select them first to keep the (N, V) work small.
     z = flat_logits[valid]
     y = flat_targets[valid]
     if z.shape[0] == 0:
-        cos = flat_logits.sum() * 0.0  # keeps the graph (and dtype/device) for an all-ignored batch
+        cos_sum = flat_logits.sum() * 0.0  # keeps the graph (and dtype/device) for an all-ignored batch
     else:
         e_hat = expected_embedding(z, embeddings, temperature=temperature, top_k=top_k)
         e_y = embeddings[y].to(e_hat.dtype)
-        cos = (1.0 - F.cosine_similarity(e_hat, e_y, dim=-1)).sum() / denom
+        cos_sum = (1.0 - F.cosine_similarity(e_hat, e_y, dim=-1)).sum()
+    cos = cos_sum / denom
 
     loss = ce if alpha == 0.0 else (1.0 - alpha) * ce + alpha * cos
     with torch.no_grad():
         correct = (z.argmax(dim=-1) == y).sum() if z.shape[0] else n_valid * 0
-    return MixedLoss(loss=loss, ce=ce, cos=cos, correct=correct, n_tokens=n_valid)
+    return MixedLoss(loss=loss, ce=ce, cos=cos, correct=correct, n_tokens=n_valid,
+                     ce_sum=ce_sum, cos_sum=cos_sum.detach())

@@ -2,7 +2,8 @@
 
 Byte-level: every string is encodable (no unknown token), so the tokenizer trained on
 WikiText also handles the financial eval sets. ``<|endoftext|>`` separates documents and
-pads; it is the only special token a plain LM needs.
+``<|pad|>`` is separate from it because the LM collator masks padding out of the labels,
+which would otherwise also hide every document boundary from the loss.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 EOS = "<|endoftext|>"
+PAD = "<|pad|>"
 
 
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, *, min_frequency: int = 2,
@@ -19,15 +21,15 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, *, min_frequency:
     from transformers import PreTrainedTokenizerFast
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
-    if vocab_size < len(alphabet) + 1:
-        raise ValueError(f"vocab_size {vocab_size} is below the byte alphabet ({len(alphabet)}) + {EOS}")
+    if vocab_size < len(alphabet) + 2:
+        raise ValueError(f"vocab_size {vocab_size} is below the byte alphabet ({len(alphabet)}) + {EOS} + {PAD}")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=[EOS],
+        special_tokens=[EOS, PAD],
         initial_alphabet=alphabet,
         show_progress=False,
     )
@@ -36,7 +38,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, *, min_frequency:
         tokenizer_object=tok,
         eos_token=EOS,
         bos_token=EOS,
-        pad_token=EOS,
+        pad_token=PAD,
         unk_token=None,
         model_max_length=model_max_length,
     )
