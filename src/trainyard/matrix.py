@@ -85,7 +85,7 @@ def expand(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any
     base = doc.get("base") or {}
     grid = doc.get("grid") or {}
     variants = doc.get("variants") or [{}]
-    grid_keys = sorted(grid)
+    grid_keys = sorted(grid, key=_name_order)
     combos = list(itertools.product(*(grid[k] for k in grid_keys))) if grid_keys else [()]
 
     out = []
@@ -103,12 +103,18 @@ def expand(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any
             if explicit is not None:
                 name = f"{explicit}_{grid_part}" if grid_part else str(explicit)
             elif variant or grid_part:
-                var_part = "_".join(_label(k, variant[k]) for k in sorted(variant))
+                var_part = "_".join(_label(k, variant[k]) for k in sorted(variant, key=_name_order))
                 name = "_".join(p for p in (var_part, grid_part) if p)
             else:
                 name = "base"
             out.append((name, merged, overrides))
     return out
+
+
+def _name_order(key: str) -> tuple[str, str]:
+    """Name parts sort by their label (lr before r), then by key: independent of file order."""
+    leaf = key.split(".")[-1]
+    return (KEY_LABELS.get(leaf, leaf), key)
 
 
 def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:

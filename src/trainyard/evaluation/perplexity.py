@@ -1,0 +1,346 @@
+"""Exact, token-weighted perplexity of a causal LM on a set of texts.
+
+Why not `exp(Trainer.evaluate()["eval_loss"])`: that loss is a mean over batches, so short
+and long sequences weigh the same, and `math.exp` of a diverged loss raises or prints "inf"
+with no reason. Here the summed negative log-likelihood (float64) and the token count (int)
+are accumulated over the whole set; loss = ΣNLL / N, and a non-finite or overflowing value
+is reported as such with a `flag` naming the cause.
+
+Modes:
+- "rolling" (documents): lm-evaluation-harness `loglikelihood_rolling` semantics, so
+  bits per byte and word perplexity are comparable with the harness's numbers.
+- "block" (training-style): texts joined with EOS and cut into `max_length` blocks.
+
+Command:
+    python -m trainyard.evaluation.perplexity --model DIR --data FILE.jsonl [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from trainyard.evaluation.windows import Window, block_windows, rolling_windows
+from trainyard.metrics import safe_exp
+
+Mode = Literal["rolling", "block"]
+MODES: tuple[str, ...] = ("rolling", "block")
+# Elements of float32 logits materialized at once when scoring (512 MiB): bounds memory for
+# large vocabularies without a Python loop per token.
+_LOGIT_CHUNK_ELEMENTS = 2**27
+
+
+def count_words(text: str) -> int:
+    """Words as lm-evaluation-harness counts them for rolling-loglikelihood tasks."""
+    return len(re.split(r"\s+", text))
+
+
+@dataclass
+class PerplexityResult:
+    loss: float  # mean NLL per scored token, nats
+    perplexity: float
+    bits_per_byte: float
+    word_perplexity: float
+    tokens: int  # scored (predicted) tokens
+    bytes: int  # UTF-8 bytes of the texts
+    words: int
+    token_accuracy: float  # fraction of scored tokens where argmax == target
+    flag: str | None = None  # why a value is not finite ("diverged: ...", "overflow: ...")
+    nll_sum: float = 0.0  # ΣNLL in nats
+    text_nll: list[float] | None = field(default=None, repr=False)  # per text, rolling mode
+
+    def to_metrics(self, name: str) -> dict[str, float | int | str]:
+        """Flat metrics under the contract's names: eval/<name>/loss, .../perplexity, ..."""
+        if not name or "/" in name:
+            raise ValueError(f"eval set name must be non-empty and contain no '/', got {name!r}")
+        out: dict[str, float | int | str] = {
+            f"eval/{name}/{key}": getattr(self, key)
+            for key in ("loss", "perplexity", "bits_per_byte", "word_perplexity", "tokens", "token_accuracy")
+        }
+        if self.flag:
+            out[f"eval/{name}/flag"] = self.flag
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("text_nll")
+        return out
+
+
+def evaluate_texts(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    mode: Mode = "rolling",
+    max_length: int = 1024,
+    batch_size: int = 8,
+) -> PerplexityResult:
+    """Token-weighted loss, perplexity, bits per byte, word perplexity and accuracy of `texts`.
+
+    Texts are tokenized without special tokens. Texts that tokenize to nothing are skipped.
+    The model is put in eval mode for the call and given back in the mode it had.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    encoded = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+    kept = [(text, ids) for text, ids in zip(texts, encoded, strict=True) if ids]
+    if not kept:
+        raise ValueError("no text to evaluate: every text is empty after tokenization")
+    texts = [t for t, _ in kept]
+    docs = [ids for _, ids in kept]
+
+    if mode == "rolling":
+        # The first token is predicted from BOS, or EOS when there is none (as the harness does).
+        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else _special_id(tokenizer, "eos")
+        windows = [w for i, ids in enumerate(docs) for w in rolling_windows(ids, prefix, max_length, doc=i)]
+    else:
+        windows = block_windows(docs, _special_id(tokenizer, "eos"), max_length)
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    window_nll, correct, nonfinite = score_windows(model, windows, batch_size=batch_size, pad_id=pad_id)
+
+    text_nll = None
+    if mode == "rolling":
+        text_nll = [0.0] * len(docs)
+        for w, nll in zip(windows, window_nll, strict=True):
+            text_nll[w.doc] += nll
+    return summarize(
+        nll_sum=math.fsum(window_nll),
+        tokens=sum(w.n_scored for w in windows),
+        correct=correct,
+        nonfinite_tokens=nonfinite,
+        n_bytes=sum(len(t.encode("utf-8")) for t in texts),
+        n_words=sum(count_words(t) for t in texts),
+        text_nll=text_nll,
+    )
+
+
+def _special_id(tokenizer, which: str) -> int:
+    value = getattr(tokenizer, f"{which}_token_id")
+    if value is None:
+        raise ValueError(
+            f"the tokenizer has no {which.upper()} token, which this mode needs "
+            f"({'as the first prediction context' if which == 'bos' else 'between texts or as prefix'})"
+        )
+    return value
+
+
+def score_windows(model, windows: list[Window], *, batch_size: int, pad_id: int) -> tuple[list[float], int, int]:
+    """Summed NLL (nats, float64) per window, argmax-correct count, non-finite token count.
+
+    Windows are batched longest first so each batch holds similar lengths; padding is on
+    the right, so causal attention keeps it out of every real position, and it is never
+    scored.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    device = _input_device(model)
+    order = sorted(range(len(windows)), key=lambda i: windows[i].input_len, reverse=True)
+    window_nll = torch.zeros(len(windows), dtype=torch.float64)
+    correct = 0
+    nonfinite = 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                batch = [windows[i] for i in idx]
+                width = batch[0].input_len
+                input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+                attention = torch.zeros((len(batch), width), dtype=torch.long)
+                rows, cols, targets, owner = [], [], [], []
+                for r, (i, w) in enumerate(zip(idx, batch, strict=True)):
+                    n = w.input_len
+                    input_ids[r, :n] = torch.tensor(w.tokens[:-1])
+                    attention[r, :n] = 1
+                    first = n - w.n_scored  # scored input positions: first .. n-1
+                    rows += [r] * w.n_scored
+                    cols += range(first, n)
+                    targets += w.tokens[first + 1 :]
+                    owner += [i] * w.n_scored
+                logits = model(
+                    input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False
+                ).logits
+                rows_t = torch.tensor(rows, device=logits.device)
+                cols_t = torch.tensor(cols, device=logits.device)
+                targets_t = torch.tensor(targets, device=logits.device)
+                owner_t = torch.tensor(owner)
+                chunk = max(1, _LOGIT_CHUNK_ELEMENTS // logits.shape[-1])
+                for c in range(0, len(rows), chunk):
+                    sl = slice(c, c + chunk)
+                    picked = logits[rows_t[sl], cols_t[sl]].float()
+                    nll = F.cross_entropy(picked, targets_t[sl], reduction="none").cpu().double()  # MPS has no float64
+                    window_nll.index_add_(0, owner_t[sl], nll)
+                    nonfinite += int((~torch.isfinite(nll)).sum())
+                    correct += int((picked.argmax(-1) == targets_t[sl]).sum())
+                del logits
+    finally:
+        model.train(was_training)
+    return window_nll.tolist(), correct, nonfinite
+
+
+def _input_device(model):
+    device = getattr(model, "device", None)
+    return device if device is not None else next(model.parameters()).device
+
+
+def summarize(
+    *,
+    nll_sum: float,
+    tokens: int,
+    correct: int,
+    nonfinite_tokens: int,
+    n_bytes: int,
+    n_words: int,
+    text_nll: list[float] | None = None,
+) -> PerplexityResult:
+    """Turn the totals into the reported numbers; name the cause of any non-finite value."""
+    if tokens <= 0:
+        raise ValueError("no tokens were scored")
+    flags = []
+    loss = nll_sum / tokens  # inf / nan propagate: never replaced by a finite stand-in
+    if nonfinite_tokens or not math.isfinite(nll_sum):
+        flags.append(f"diverged: non-finite loss on {nonfinite_tokens} of {tokens} tokens")
+    perplexity = safe_exp(loss)
+    word_loss = nll_sum / n_words
+    word_perplexity = safe_exp(word_loss)
+    if not flags:
+        if math.isinf(perplexity):
+            flags.append(f"overflow: loss {loss:.6g} > 709, exp(loss) exceeds the float range")
+        elif math.isinf(word_perplexity):
+            flags.append(f"overflow: loss per word {word_loss:.6g} > 709, word perplexity exceeds the float range")
+    return PerplexityResult(
+        loss=loss,
+        perplexity=perplexity,
+        bits_per_byte=nll_sum / n_bytes / math.log(2),
+        word_perplexity=word_perplexity,
+        tokens=tokens,
+        bytes=n_bytes,
+        words=n_words,
+        token_accuracy=correct / tokens,
+        flag="; ".join(flags) or None,
+        nll_sum=nll_sum,
+        text_nll=text_nll,
+    )
+
+
+# --- command line -------------------------------------------------------------------------
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def load_model_and_tokenizer(path: str, dtype: str = "float32", device: str = "auto"):
+    """A causal LM (full model or PEFT adapter directory) and its tokenizer, ready for eval."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch_dtype = getattr(torch, dtype)
+    local = Path(path)
+    try:
+        if (local / "adapter_config.json").is_file():
+            from peft import AutoPeftModelForCausalLM
+
+            model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as e:
+        where = "directory" if local.exists() else "path (not found locally)"
+        raise ValueError(f"--model {path}: could not load a causal LM and tokenizer from this {where}: {e}") from e
+    return model.to(device).eval(), tokenizer
+
+
+def _model_max_positions(model) -> int | None:
+    config = getattr(model, "config", None)
+    return getattr(config, "max_position_embeddings", None)
+
+
+def _json_safe(value: Any) -> Any:
+    """Strict JSON has no inf/nan: write them as "inf"/"nan" strings, as run directories do."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m trainyard.evaluation.perplexity",
+        description="Exact token-weighted perplexity, bits per byte and word perplexity of a causal LM on a text file.",
+    )
+    p.add_argument("--model", required=True, help="model or PEFT adapter directory (or Hub id)")
+    p.add_argument("--data", required=True, help=".jsonl/.json rows with a text field, or .txt (one text per non-blank line)")
+    p.add_argument("--text-field", default="text", help="field holding the text in .jsonl/.json rows (default: text)")
+    p.add_argument("--max-length", type=int, default=1024, help="tokens per model input (default: 1024, capped at the model's positions)")
+    p.add_argument("--mode", choices=MODES, default="rolling", help="rolling: per-document, lm-eval semantics; block: training-style blocks")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="model weights dtype (default float32: exact)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from trainyard.errors import DataFormatError
+    from trainyard.evaluation.texts import load_texts
+
+    try:
+        texts = load_texts(args.data, args.text_field)
+        if not texts:
+            raise ValueError(f"{args.data}: no non-blank text to evaluate")
+        model, tokenizer = load_model_and_tokenizer(args.model, args.dtype, args.device)
+        max_length = args.max_length
+        positions = _model_max_positions(model)
+        if positions and max_length > positions:
+            print(f"note: --max-length {max_length} > the model's {positions} positions; using {positions}", file=sys.stderr)
+            max_length = positions
+        result = evaluate_texts(model, tokenizer, texts, mode=args.mode, max_length=max_length, batch_size=args.batch_size)
+    except (FileNotFoundError, DataFormatError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    report = {
+        **result.to_dict(),
+        "model": args.model,
+        "data": args.data,
+        "texts": len(texts),
+        "mode": args.mode,
+        "max_length": max_length,
+    }
+    if args.json:
+        print(json.dumps({k: _json_safe(v) for k, v in report.items()}, indent=2))
+    else:
+        print(_summary(report))
+    return 0
+
+
+def _summary(r: dict[str, Any]) -> str:
+    lines = [
+        f"{r['data']}: {r['texts']} texts, {r['tokens']} tokens scored ({r['mode']}, max_length {r['max_length']})",
+        f"  loss            {r['loss']:.6f} nats/token",
+        f"  perplexity      {r['perplexity']:.4f}",
+        f"  bits per byte   {r['bits_per_byte']:.6f}",
+        f"  word perplexity {r['word_perplexity']:.4f}  ({r['words']} words, {r['bytes']} bytes)",
+        f"  token accuracy  {r['token_accuracy']:.4f}",
+    ]
+    if r["flag"]:
+        lines.append(f"  FLAG: {r['flag']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""End to end: the shipped rust_sft matrix in --smoke mode, resume, and Ctrl-C."""
+
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from trainyard.artifacts import RunDir
+from trainyard.matrix import load_matrix
+from trainyard.smoke import smoke_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def launch(*args, cwd=ROOT, env=None, **kw):
+    return subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, **kw)
+
+
+@pytest.mark.slow
+def test_rust_sft_smoke_matrix(tmp_path):
+    runs = tmp_path / "runs"
+    env = {"TRACKIO_DIR": str(tmp_path / "trackio")}
+    proc = launch("--matrix", "jobs/rust_sft.yaml", "--smoke", "--runs-dir", str(runs), env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("5k", "20k-r32", "20k-2ep-restarts"):
+        rd = RunDir(runs / "rust_sft-smoke" / name)
+        assert rd.state == "completed"
+        m = rd.metrics()
+        assert 0 < m["train/loss"] < 20 and 0 < m["eval/heldout/loss"] < 20
+        assert m["eval/heldout/perplexity"] == pytest.approx(math.exp(m["eval/heldout/loss"]), rel=1e-12)
+        assert m["data/skipped"] == 1  # the fixture's truncated row, counted
+        assert (rd.final / "adapter_config.json").is_file() and (rd.final / "tokenizer.json").is_file()
+        assert rd.card_file.read_text().count("eval/heldout/loss") == 1
+        spec = json.loads(rd.spec_file.read_text())
+        assert spec["smoke"] is True and spec["matrix"] == "rust_sft-smoke"
+        assert any("eval_heldout_loss" in h for h in rd.history())
+    # LoRA rank really differs between runs
+    cfg = json.loads((runs / "rust_sft-smoke/20k-r32/final/adapter_config.json").read_text())
+    assert (cfg["r"], cfg["lora_alpha"]) == (32, 64)
+    # Trackio: one project, three runs with loss curves
+    db = sqlite3.connect(tmp_path / "trackio" / "rust_sft-smoke.db")
+    rows = dict(db.execute("select run_name, count(*) from metrics group by run_name").fetchall())
+    assert set(rows) == {"5k", "20k-r32", "20k-2ep-restarts"} and min(rows.values()) >= 4
+    logged = [json.loads(r[0]) for r in db.execute("select metrics from metrics where run_name='5k'")]
+    assert sum("train/loss" in m for m in logged) >= 4 and any("eval/heldout/loss" in m for m in logged)
+    # Running the same command again starts nothing new
+    mtimes = {p: p.stat().st_mtime for p in runs.rglob("metrics.json")}
+    again = launch("--matrix", "jobs/rust_sft.yaml", "--smoke", "--runs-dir", str(runs), env=env, timeout=120)
+    assert again.returncode == 0
+    assert again.stderr.count("already completed") == 3
+    assert {p: p.stat().st_mtime for p in runs.rglob("metrics.json")} == mtimes
+    status = launch("status", "--matrix", "jobs/rust_sft.yaml", "--smoke", "--runs-dir", str(runs), "--json")
+    assert [r["state"] for r in json.loads(status.stdout)] == ["completed"] * 3
+
+
+def _spec(tiny_model, **train):
+    spec = smoke_spec(load_matrix(ROOT / "jobs/rust_sft.yaml").run("5k"), tiny_model)
+    return spec.model_copy(update={"train": spec.train.model_copy(update=train)})
+
+
+def test_interrupted_run_resumes_from_last_checkpoint(tmp_path, tiny_model):
+    from trainyard.backends.local import run_local
+
+    spec = _spec(tiny_model, max_steps=4, save_steps=2)
+    assert run_local([spec], tmp_path) == 0
+    rd = RunDir.for_run(tmp_path, spec.matrix, spec.name)
+    full_history = [h["step"] for h in rd.history() if "loss" in h]
+    assert full_history == [1, 2, 3, 4]
+    # Simulate a crash after step 2: later checkpoint and outputs gone, state not final.
+    import shutil
+
+    shutil.rmtree(rd.checkpoints / "checkpoint-4")
+    shutil.rmtree(rd.final)
+    rd.set_status("failed", error="simulated crash")
+    assert run_local([spec], tmp_path) == 0
+    st = rd.status()
+    assert st["state"] == "completed" and st["resumed_from"].endswith("checkpoint-2")
+    assert [h["step"] for h in rd.history() if "loss" in h] == [1, 2, 3, 4]
+    assert (rd.final / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_cleanly_and_checkpoints(tmp_path, tiny_model):
+    spec = _spec(tiny_model, max_steps=100000, save_steps=100000, logging_steps=1)
+    spec_file = tmp_path / "m.yaml"
+    # Drive the launcher through the CLI on a one-run matrix written from the spec.
+    import yaml
+
+    d = spec.model_dump(mode="json")
+    d.pop("name"), d.pop("matrix")
+    spec_file.write_text(yaml.safe_dump({"name": "ctrlc", "variants": [{"name": "long"}], "base": d}))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "--matrix", str(spec_file), "--runs-dir", str(tmp_path / "runs")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rd = RunDir(tmp_path / "runs/ctrlc/long")
+    deadline = time.time() + 120
+    while time.time() < deadline and (rd.status().get("step") or 0) < 3:
+        time.sleep(0.5)
+    assert (rd.status().get("step") or 0) >= 3, proc.stderr.read() if proc.poll() is not None else "no progress"
+    proc.send_signal(signal.SIGINT)
+    code = proc.wait(timeout=120)
+    assert code == 130
+    assert rd.state == "canceled"
+    assert rd.last_checkpoint() is not None  # the run saved where it stopped
