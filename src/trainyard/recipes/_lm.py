@@ -56,28 +56,16 @@ def trainer_args(spec: RunSpec, ctx: RunContext, has_eval: bool):
 
 
 def final_eval(spec: RunSpec, trainer, tokenizer, data: LMData) -> dict[str, float]:
-    """eval/<name>/{loss,perplexity,tokens,token_accuracy} per set, token-weighted.
+    """eval/<name>/{loss,perplexity,bits_per_byte,word_perplexity,tokens,token_accuracy}
+    per set: exact token-weighted scores over the set's texts (lm.perplexity: block windows
+    of train.max_length, or rolling windows as lm-evaluation-harness scores them)."""
+    from trainyard.evaluation.perplexity import evaluate_texts
 
-    LEAD: when trainyard.evaluation.perplexity (branch eval-ppl) is on main, it is used
-    (mode = lm.perplexity, so `rolling` works); until then the trainer's token-weighted
-    loss over the same non-overlapping blocks is the `block` perplexity.
-    """
-    try:
-        from trainyard.evaluation.perplexity import evaluate_texts
-    except ImportError:
-        evaluate_texts = None
-    if spec.lm.perplexity == "rolling" and evaluate_texts is None:
-        raise RuntimeError("lm.perplexity: rolling needs trainyard.evaluation.perplexity, which is not installed")
     out: dict[str, float] = {}
     for name, texts in data.eval_texts.items():
-        if evaluate_texts is not None:
-            result = evaluate_texts(trainer.model, tokenizer, texts, mode=spec.lm.perplexity,
-                                    max_length=spec.train.max_length,
-                                    batch_size=spec.train.eval_batch_size or spec.train.batch_size)
-        else:
-            from trainyard.evaluation.trainer_eval import token_weighted_loss
-
-            result = token_weighted_loss(trainer, data.eval_blocks[name])
+        result = evaluate_texts(trainer.model, tokenizer, texts, mode=spec.lm.perplexity,
+                                max_length=spec.train.max_length,
+                                batch_size=spec.train.eval_batch_size or spec.train.batch_size)
         out.update(result.to_metrics(name))
     return out
 
