@@ -111,7 +111,7 @@ def select(matrix: Matrix, args: argparse.Namespace):
 
 def summary_table(matrix: Matrix, specs) -> Table:
     t = Table(title=f"{specs[0].matrix}: {len(specs)} run(s) from {matrix.path}")
-    cols = ["run", "recipe", "model", "examples", "epochs", "max steps", "LoRA r/α", "max len", "scheduler", "warmup", "lr", "batch×accum"]
+    cols = ["run", "recipe", "model", "examples", "epochs", "max steps", "LoRA r/α", "max len", "scheduler", "warmup", "lr", "batch×accum", "details"]
     for c in cols:
         t.add_column(c)
     for s in specs:
@@ -131,8 +131,26 @@ def summary_table(matrix: Matrix, specs) -> Table:
             warm,
             f"{tr.lr:g}",
             f"{tr.batch_size} × {tr.grad_accum}",
+            recipe_details(s),
         )
     return t
+
+
+def recipe_details(spec) -> str:
+    """Recipe-specific values worth seeing before paying for GPUs."""
+    parts = []
+    if spec.architecture is not None:
+        from trainyard.arch import describe
+
+        parts.append(describe(spec.architecture))
+    if spec.mixed_loss is not None:
+        m = spec.mixed_loss
+        parts.append(f"α {m.alpha:g}, T {m.temperature:g}, top-k {m.top_k or 'all'}")
+    if spec.lm.min_chars or spec.lm.stride:
+        parts.append(f"texts ≥{spec.lm.min_chars} chars, stride {spec.lm.stride or spec.train.max_length}")
+    if spec.eval.datasets:
+        parts.append(f"eval: {', '.join(d.name for d in spec.eval.datasets)}")
+    return "; ".join(parts)
 
 
 def cmd_validate(matrix: Matrix, specs, args) -> int:
