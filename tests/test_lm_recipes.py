@@ -175,3 +175,31 @@ def test_study_values_resolve():
     assert {v for k, v in arms.items() if k not in ("ce", "mixed_a0.5_k256")} == {
         (a, t, 256) for a in (0.25, 0.5, 0.75) for t in (0.7, 1.5)}
     assert all(r.model.name == "distilbert/distilgpt2" and r.train.max_length == 256 for r in mixed.runs)
+
+
+def test_min_chars_filters_before_the_limit_and_keeps_eval_limit(monkeypatch):
+    """`limit` counts texts kept after lm.min_chars; an eval_split keeps its eval_limit."""
+    import trainyard.data.lm as lm
+    from trainyard.spec import RunSpec
+
+    seen = []
+
+    def fake_load(data, where="data"):
+        from datasets import Dataset
+
+        from trainyard.data.loading import DataStats
+
+        seen.append(data)
+        texts = ["short", "x" * 60, "y" * 70, "tiny", "z" * 80]
+        held = Dataset.from_dict({"text": ["w" * 55, "no"]})
+        return Dataset.from_dict({"text": texts}), held, DataStats(source=data.source)
+
+    monkeypatch.setattr(lm, "load_examples", fake_load)
+    spec = RunSpec.model_validate({
+        "name": "r", "matrix": "m", "recipe": "clm", "model": {"name": "x"},
+        "data": {"source": "s", "format": "text", "limit": 2, "eval_split": "validation", "eval_limit": 7},
+        "lm": {"min_chars": 50},
+    })
+    out = lm.load_train_texts(spec)
+    assert out.train == ["x" * 60, "y" * 70] and out.held_out == ["w" * 55]
+    assert seen[0].limit is None and seen[0].eval_limit == 7

@@ -48,8 +48,11 @@ def load_train_texts(spec: RunSpec) -> LMTexts:
     data = spec.data
     if min_chars and data.limit:
         # Read unlimited, filter, then take the limit (the held-out split is sized on the limit).
-        n_eval = _held_out_size(data)
-        data = data.model_copy(update={"limit": None, "eval_size": n_eval, "eval_limit": n_eval or None})
+        update: dict = {"limit": None}
+        if data.eval_split is None:  # a held-out part of the same split: fix its size now
+            n_eval = _held_out_size(data)
+            update.update(eval_size=n_eval, eval_limit=n_eval or None)
+        data = data.model_copy(update=update)
     train, held_out, stats = load_examples(data)
     train_texts = drop_short(list(train["text"]), min_chars)
     held_texts = drop_short(list(held_out["text"]), min_chars) if held_out is not None else None
@@ -65,7 +68,7 @@ def load_train_texts(spec: RunSpec) -> LMTexts:
 
 
 def _held_out_size(data: DataSpec) -> int:
-    if data.eval_split is not None or not data.eval_size:
+    if not data.eval_size:
         return 0
     if data.eval_size >= 1:
         n = int(data.eval_size)
