@@ -17,17 +17,9 @@ from trainyard.spec import EvalSetSpec
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from trainyard.fixtures.tiny_model import ensure_tiny_model
-
-    return str(ensure_tiny_model())
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
+@pytest.fixture
+def tiny(tiny_model: str) -> str:  # conftest's session-wide tiny model
+    return tiny_model
 
 
 def smoke_run(job: str, run: str, tiny: str, tmp_path: Path, **overrides):

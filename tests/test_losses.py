@@ -87,12 +87,10 @@ def test_alpha_zero_is_exactly_plain_cross_entropy():
     assert out.cos.item() > 0  # still reported for the baseline arm
 
 
-def test_alpha_zero_equals_the_models_own_loss():
+def test_alpha_zero_equals_the_models_own_loss(tiny_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trainyard.fixtures.tiny_model import ensure_tiny_model
-
-    tiny_model_dir = ensure_tiny_model()
+    tiny_model_dir = tiny_model
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
