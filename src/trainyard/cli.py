@@ -5,6 +5,7 @@
     python launch.py status   --matrix jobs/X.yaml [--smoke] [--json]
     python launch.py logs     --matrix jobs/X.yaml RUN [--follow]
     python launch.py cancel   --matrix jobs/X.yaml [RUN ...]
+    python launch.py report   --matrix jobs/X.yaml [--smoke] [--out DIR]
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def select(matrix: Matrix, args: argparse.Namespace):
 
 def summary_table(matrix: Matrix, specs) -> Table:
     t = Table(title=f"{specs[0].matrix}: {len(specs)} run(s) from {matrix.path}")
-    cols = ["run", "recipe", "model", "examples", "epochs", "max steps", "LoRA r/α", "max len", "scheduler", "warmup", "lr", "batch×accum", "details"]
+    cols = ["run", "recipe", "model", "examples", "epochs", "max steps", "LoRA r/α", "max len", "scheduler", "warmup", "lr", "batch×accum", "options"]
     for c in cols:
         t.add_column(c)
     for s in specs:
@@ -131,26 +132,33 @@ def summary_table(matrix: Matrix, specs) -> Table:
             warm,
             f"{tr.lr:g}",
             f"{tr.batch_size} × {tr.grad_accum}",
-            recipe_details(s),
+            run_options(s),
         )
     return t
 
 
-def recipe_details(spec) -> str:
-    """Recipe-specific values worth seeing before paying for GPUs."""
+def run_options(s) -> str:
+    """Quantization and recipe-section settings (dpo: beta, loss, prompt budget; pretrain:
+    model size; mixed_loss: α / T / top-k; causal-LM text filters and eval sets)."""
     parts = []
-    if spec.architecture is not None:
+    if s.quantization is not None:
+        q = s.quantization
+        parts.append(f"{q.bits}-bit {q.quant_type if q.bits == 4 else ''}/{q.compute_dtype}".replace(" /", "/"))
+    if s.dpo is not None:
+        d = s.dpo
+        parts.append(f"β {d.beta:g} {d.loss_type}" + (f", prompt ≤{d.max_prompt_length}" if d.max_prompt_length else ""))
+    if s.architecture is not None:
         from trainyard.arch import describe
 
-        parts.append(describe(spec.architecture))
-    if spec.mixed_loss is not None:
-        m = spec.mixed_loss
+        parts.append(describe(s.architecture))
+    if s.mixed_loss is not None:
+        m = s.mixed_loss
         parts.append(f"α {m.alpha:g}, T {m.temperature:g}, top-k {m.top_k or 'all'}")
-    if spec.lm.min_chars or spec.lm.stride:
-        parts.append(f"texts ≥{spec.lm.min_chars} chars, stride {spec.lm.stride or spec.train.max_length}")
-    if spec.eval.datasets:
-        parts.append(f"eval: {', '.join(d.name for d in spec.eval.datasets)}")
-    return "; ".join(parts)
+    if s.lm.min_chars or s.lm.stride:
+        parts.append(f"texts ≥{s.lm.min_chars} chars, stride {s.lm.stride or s.train.max_length}")
+    if s.eval.datasets:
+        parts.append(f"eval: {', '.join(d.name for d in s.eval.datasets)}")
+    return "; ".join(parts) or "–"
 
 
 def cmd_validate(matrix: Matrix, specs, args) -> int:
@@ -192,9 +200,25 @@ def collect_status(specs, runs_root: Path) -> list[dict]:
     for s in specs:
         rd = RunDir.for_run(runs_root, s.matrix, s.name)
         st = rd.status()
+        if st.get("state") == "running" and not _alive(st):
+            st = {**st, "state": "failed", "error": f"process {st.get('pid')} is gone without a final status; re-run the matrix to resume"}
         m = rd.metrics()
         rows.append({"run": s.name, "state": st.get("state", "not started"), "step": st.get("step"), "max_steps": st.get("max_steps"), "error": st.get("error") or st.get("reason"), "path": str(rd.path), "metrics": {k: v for k, v in m.items() if k in ("train/loss",) or k.endswith("/loss") or k.endswith("/perplexity")}})
     return rows
+
+
+def _alive(status: dict) -> bool:
+    """A local run's process still exists (runs on other hosts are assumed alive)."""
+    pid, host = status.get("pid"), status.get("host")
+    if not pid or host != os.uname().nodename or status.get("job"):
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def cmd_status(matrix: Matrix, specs, args) -> int:

@@ -7,6 +7,7 @@ the next launch skips completed runs and resumes the others from their last chec
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -146,10 +147,8 @@ def run_local(specs: list[RunSpec], runs_root: Path, parallel: int = 1, console:
 def _cancel(running: list[LocalJob], pending: list[LocalJob], console: Console) -> None:
     console.print("[yellow]interrupted: asking running runs to checkpoint and stop...[/]")
     for job in running:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(job.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     deadline = time.time() + GRACE_SECONDS
     for job in running:
         try:

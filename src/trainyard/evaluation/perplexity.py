@@ -196,6 +196,15 @@ def _input_device(model):
     return device if device is not None else next(model.parameters()).device
 
 
+def loss_flag(loss: float, nonfinite_tokens: int, tokens: int) -> str | None:
+    """Why a loss / perplexity is not a usable number, or None when it is."""
+    if nonfinite_tokens or not math.isfinite(loss):
+        return f"diverged: non-finite loss on {nonfinite_tokens} of {tokens} tokens"
+    if math.isinf(safe_exp(loss)):
+        return f"overflow: loss {loss:.6g} > 709, exp(loss) exceeds the float range"
+    return None
+
+
 def summarize(
     *,
     nll_sum: float,
@@ -209,18 +218,14 @@ def summarize(
     """Turn the totals into the reported numbers; name the cause of any non-finite value."""
     if tokens <= 0:
         raise ValueError("no tokens were scored")
-    flags = []
     loss = nll_sum / tokens  # inf / nan propagate: never replaced by a finite stand-in
-    if nonfinite_tokens or not math.isfinite(nll_sum):
-        flags.append(f"diverged: non-finite loss on {nonfinite_tokens} of {tokens} tokens")
+    flag = loss_flag(loss, nonfinite_tokens, tokens)
+    flags = [flag] if flag else []
     perplexity = safe_exp(loss)
     word_loss = nll_sum / n_words
     word_perplexity = safe_exp(word_loss)
-    if not flags:
-        if math.isinf(perplexity):
-            flags.append(f"overflow: loss {loss:.6g} > 709, exp(loss) exceeds the float range")
-        elif math.isinf(word_perplexity):
-            flags.append(f"overflow: loss per word {word_loss:.6g} > 709, word perplexity exceeds the float range")
+    if not flags and math.isinf(word_perplexity):
+        flags.append(f"overflow: loss per word {word_loss:.6g} > 709, word perplexity exceeds the float range")
     return PerplexityResult(
         loss=loss,
         perplexity=perplexity,

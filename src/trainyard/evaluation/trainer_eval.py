@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from trainyard.evaluation.perplexity import loss_flag
 from trainyard.metrics import safe_exp
 
 
@@ -18,6 +19,7 @@ class TokenLoss:
     nll_sum: float
     tokens: int
     correct: int
+    nonfinite_tokens: int = 0
 
     @property
     def loss(self) -> float:
@@ -25,12 +27,15 @@ class TokenLoss:
 
     def to_metrics(self, name: str) -> dict[str, float]:
         loss = self.loss
-        out = {
+        out: dict[str, float | str] = {
             f"eval/{name}/loss": loss,
             f"eval/{name}/perplexity": safe_exp(loss),
             f"eval/{name}/tokens": float(self.tokens),
             f"eval/{name}/token_accuracy": self.correct / self.tokens if self.tokens else math.nan,
         }
+        flag = loss_flag(loss, self.nonfinite_tokens, self.tokens) if self.tokens else "no target tokens"
+        if flag:
+            out[f"eval/{name}/flag"] = flag
         return out
 
 
@@ -40,7 +45,7 @@ def token_weighted_loss(trainer, dataset) -> TokenLoss:
     model = trainer.model
     was_training = model.training
     model.eval()
-    nll, tokens, correct = 0.0, 0, 0
+    nll, tokens, correct, nonfinite = 0.0, 0, 0, 0
     loader = trainer.get_eval_dataloader(dataset)
     with torch.inference_mode():
         for batch in loader:
@@ -57,9 +62,11 @@ def token_weighted_loss(trainer, dataset) -> TokenLoss:
                 continue
             picked = shift_logits[mask]
             target = shift_labels[mask]
-            nll += torch.nn.functional.cross_entropy(picked, target, reduction="sum").double().item()
+            per_token = torch.nn.functional.cross_entropy(picked, target, reduction="none").double()
+            nonfinite += int((~torch.isfinite(per_token)).sum().item())
+            nll += per_token.sum().item()
             tokens += int(mask.sum().item())
             correct += int((picked.argmax(-1) == target).sum().item())
     if was_training:
         model.train()
-    return TokenLoss(nll, tokens, correct)
+    return TokenLoss(nll, tokens, correct, nonfinite)

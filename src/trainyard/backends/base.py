@@ -1,0 +1,57 @@
+"""The interface every remote backend implements (local execution lives in local.py).
+
+One run = one spec + one entrypoint: a backend turns a RunSpec into one job that runs
+`python -m trainyard.run` in the trainyard image with the spec in $TRAINYARD_SPEC (the
+spec never holds secrets; HF_TOKEN travels only as the platform's secret). The job's id
+is recorded in the local run directory (status.json "job"), so `status`, `logs`, `cancel`
+and `report` find it again from any machine that has the matrix file and runs/.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from trainyard.spec import RunSpec
+
+SPEC_ENV = "TRAINYARD_SPEC"
+RUN_DIR_ENV = "TRAINYARD_RUN_DIR"
+
+
+@dataclass
+class JobRef:
+    backend: str
+    id: str
+    url: str | None = None
+    extra: dict[str, Any] | None = None
+
+
+class Backend(ABC):
+    name: str
+
+    @abstractmethod
+    def render(self, spec: RunSpec) -> dict[str, Any]:
+        """The exact job payload / manifest for this run (what --dry-run shows). No secrets."""
+
+    @abstractmethod
+    def submit(self, spec: RunSpec) -> JobRef:
+        """Submit one run; raise with a clear message on failure."""
+
+    @abstractmethod
+    def state(self, job: JobRef) -> tuple[str, str | None]:
+        """-> (trainyard state: queued|running|completed|failed|canceled, detail message)."""
+
+    @abstractmethod
+    def logs(self, job: JobRef, follow: bool = False) -> Iterator[str]:
+        """Lines of the job's log."""
+
+    @abstractmethod
+    def cancel(self, job: JobRef) -> None:
+        """Stop the job (idempotent)."""
+
+
+def job_command(spec: RunSpec) -> list[str]:
+    """The container command of every remote job."""
+    return ["python", "-m", "trainyard.run", "--run-dir", "/output/" + spec.name]

@@ -1,0 +1,289 @@
+"""launch.py report on fake run directories: 3 completed runs, 1 diverged, 1 failed, 1 queued."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+
+import pytest
+
+from report_fixtures import FINAL_LOSS, build_runs, write_matrix
+from trainyard.artifacts import RunDir
+from trainyard.matrix import load_matrix
+from trainyard.report import build_report, param_labels, run_report
+from trainyard.report_tables import direction, fmt_number
+
+BASE = "lr2e-5_r8"
+BEST = "lr1e-4_r8"
+DIVERGED = "lr1e-3_r8"
+
+
+def md_row(md: str, first_cell: str) -> list[str]:
+    """Cells of the first markdown table row whose first cell is ``first_cell``."""
+    for line in md.splitlines():
+        if line.startswith("| "):
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            if cells[0] == first_cell:
+                return cells
+    raise AssertionError(f"no row {first_cell!r}")
+
+
+def section(md: str, title: str) -> str:
+    start = md.index(f"## {title}")
+    nxt = md.find("\n## ", start + 1)
+    return md[start: nxt if nxt != -1 else None]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    matrix, root = build_runs(tmp)
+    rep = build_report(matrix, root, tmp / "out")
+    return rep, rep.markdown_path.read_text(), json.loads(rep.json_path.read_text())
+
+
+def test_runs_table_params_state_metrics_and_best(report):
+    _, md, _ = report
+    runs = section(md, "Runs")
+    header = [c.strip() for c in runs.splitlines()[4].strip("|").split(" | ")]
+    assert header[:4] == ["run", "r", "lr", "state"]  # short labels of lora.r and train.lr
+    assert "avg eval ppl (3 sets)" in header and "train loss" in header
+    base = md_row(runs, BASE)
+    assert base[1:4] == ["8", "2e-05", "completed"]
+    best = md_row(runs, BEST)
+    # avg eval loss over 3 sets: (1.8 + 2.4 + 1.2) / 3 = 1.8; perplexity mean of exp()
+    ppl = (math.exp(1.8) + math.exp(2.4) + math.exp(1.2)) / 3
+    assert best[header.index("avg eval loss (3 sets)")] == "**1.8000** ★"
+    assert best[header.index("avg eval ppl (3 sets)")] == f"**{ppl:.2f}** ★"
+    assert best[header.index("tokens/s")] == "1,100"  # throughput is not ranked
+    # diverged: state with the reason, inf metric as "diverged†", partial average not ranked
+    div = md_row(runs, DIVERGED)
+    assert div[3] == "diverged (non-finite loss at step 120)"
+    assert div[header.index("train loss")] == "diverged†"
+    assert div[header.index("avg eval loss (3 sets)")] == "2.2000 (1 of 3)"
+    assert "∞" not in md and "inf" not in runs.replace("infinite", "")
+    failed = md_row(runs, "lr1e-4_r32")
+    assert failed[3] == "failed (torch.OutOfMemoryError: CUDA out of memory)"
+    assert failed[4:] == ["failed"] * (len(header) - 4)  # never blank
+    queued = md_row(runs, "lr1e-3_r32")
+    assert queued[3] == "queued" and set(queued[4:]) == {"queued"}
+    assert "† diverged: the value is infinite" in runs
+
+
+def test_eval_tables_rows_columns_average(report):
+    _, md, data = report
+    ppl = section(md, "Eval perplexity")
+    header = [c.strip() for c in ppl.splitlines()[4].strip("|").split(" | ")]
+    assert header == ["eval set", BASE, BEST, DIVERGED, "lr2e-5_r32", "lr1e-4_r32", "lr1e-3_r32"]
+    wiki = md_row(ppl, "wiki")
+    assert wiki[1] == f"{math.exp(2.5):.2f}" == "12.18"
+    assert wiki[2] == "**11.02** ★"
+    assert wiki[3] == "diverged†" and wiki[5] == "failed" and wiki[6] == "queued"
+    code = md_row(ppl, "code")
+    assert code[3] == f"{math.exp(2.2):.2f}"  # the diverged run's one finite set
+    avg = md_row(ppl, "average (finite only)")
+    assert avg[1] == f"{(math.exp(2.0) + math.exp(2.5) + math.exp(1.5)) / 3:.2f}"  # 8.02
+    assert avg[3] == f"{math.exp(2.2):.2f} (1 of 3)"
+    assert "mean over finite values only" in ppl
+    # report.json: same table, raw values, best cell per run column
+    t = data["tables"]["eval_perplexity"]
+    assert t["columns"][0] == "eval_set"
+    row = next(r for r in t["rows"] if r["eval_set"] == "heldout")
+    assert row[BASE] == pytest.approx(math.exp(2.0))
+    assert row[DIVERGED] == "inf"
+    assert row["lr1e-3_r32"] is None
+    assert t["best"][BEST] == ["heldout", "wiki", "code", "average"]
+    loss = next(r for r in data["tables"]["eval_loss"]["rows"] if r["eval_set"] == "average")
+    assert loss[BASE] == pytest.approx(2.0)
+    assert loss[DIVERGED] == {"mean": pytest.approx(2.2), "finite_sets": 1, "sets": 3}
+
+
+def test_consistency_table(report):
+    _, md, data = report
+    cons = section(md, "Consistency across eval sets")
+    base = md_row(cons, BASE)
+    # loss 2.0, 2.5, 1.5: range 1.0, population std sqrt(1/6) = 0.4082, spread 1.0 / 2.0 = 50%
+    assert base[4:8] == ["1.0000", "0.4082", "50.0%", "none"]
+    ppls = [math.exp(x) for x in (2.0, 2.5, 1.5)]
+    assert base[1] == f"{max(ppls) - min(ppls):.2f}"
+    div = md_row(cons, DIVERGED)
+    assert div[1:7] == ["n/a"] * 6
+    assert div[7] == "heldout (inf), wiki (inf)"
+    assert "needs at least 2 finite eval sets, has 1" in div[8]
+    j = next(r for r in data["runs"] if r["name"] == DIVERGED)["consistency"]["perplexity"]
+    assert j["excluded"] == {"heldout": "inf", "wiki": "inf"} and j["std"] is None
+
+
+def test_delta_vs_baseline(report):
+    _, md, data = report
+    delta = section(md, f"Δ vs baseline ({BASE})")
+    row = md_row(delta, "eval/heldout/loss")
+    assert row[1] == "2.0000"  # baseline value
+    assert row[2] == "-0.2000 (-10.0%)"  # 1.8 vs 2.0
+    assert row[3] == "diverged†"
+    assert row[4] == "-0.1000 (-5.0%)"
+    assert row[5] == "failed" and row[6] == "queued"
+    code = md_row(delta, "eval/code/loss")
+    assert code[3] == "+0.7000 (+46.7%)"  # 2.2 vs 1.5
+    tps = md_row(delta, "train/tokens_per_second")
+    assert tps[2] == "+100 (+10.0%)"
+    t = data["tables"]["delta_vs_baseline"]
+    cell = next(r for r in t["rows"] if r["metric"] == "eval/wiki/perplexity")["lr2e-5_r32"]
+    assert cell["delta"] == pytest.approx(math.exp(2.6) - math.exp(2.5))
+    assert cell["delta_pct"] == pytest.approx((math.exp(0.1) - 1) * 100)  # +10.5 %
+
+
+def test_problem_runs_listed_with_reason(report):
+    _, md, _ = report
+    probs = section(md, "Failed, diverged and canceled runs")
+    assert f"**{DIVERGED}**: diverged: non-finite loss at step 120" in probs
+    assert "**lr1e-4_r32**: failed: torch.OutOfMemoryError: CUDA out of memory" in probs
+    assert "not finished" in md  # partial matrix banner
+
+
+def _png_size(path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_charts_exist_and_are_real_images(report):
+    rep, md, data = report
+    names = sorted(p.name for p in rep.charts)
+    assert names == ["eval_loss.png", "eval_perplexity.png", "lr_schedule.png", "train_loss.png"]
+    for p in rep.charts:
+        w, h = _png_size(p)
+        assert w >= 400 and h >= 250 and p.stat().st_size > 10_000
+        assert f"]({p.name})" in md  # embedded in the markdown
+    notes = data["charts"]["eval_perplexity"]["notes"]
+    assert any(f"{DIVERGED} on heldout: diverged" in n for n in notes)
+    assert any("lr1e-3_r32 (queued)" in n for n in notes)
+
+
+def test_report_json_structure(report):
+    _, _, data = report
+    assert data["matrix"] == "demo" and data["baseline"] == BASE
+    assert data["varying"] == {"lora.r": "r", "train.lr": "lr"}
+    assert data["eval_sets"] == ["heldout", "wiki", "code"]
+    assert data["states"] == {"completed": 3, "diverged": 1, "failed": 1, "queued": 1}
+    assert set(data["tables"]) == {"runs", "eval_loss", "eval_perplexity", "consistency", "delta_vs_baseline"}
+    runs = {r["name"]: r for r in data["runs"]}
+    assert runs[BASE]["params"] == {"lora.r": 8, "train.lr": 2e-5}
+    assert runs[BASE]["metrics"]["eval/wiki/loss"] == FINAL_LOSS[BASE]["wiki"]
+    assert runs[DIVERGED]["reason"] == "non-finite loss at step 120"
+    assert runs["lr1e-3_r32"]["state"] == "queued"
+    rt = data["tables"]["runs"]
+    assert rt["columns"][:4] == ["run", "param:lora.r", "param:train.lr", "state"]
+    assert rt["best"]["avg/perplexity"] == [BEST]
+
+
+def test_tatqa_judge_ifeval_sections_only_when_present(tmp_path):
+    matrix, root = build_runs(tmp_path)
+    md0 = build_report(matrix, root, tmp_path / "a").markdown_path.read_text()
+    assert "TAT-QA" not in md0 and "Judge" not in md0 and "IFEval" not in md0
+    for name, (before, after, judge) in {BASE: (0.077, 0.148, 6.5), BEST: (0.077, 0.2, 7.25)}.items():
+        rd = RunDir.for_run(root, "demo", name)
+        m = rd.metrics()
+        m.update({
+            "tatqa_before/arithmetic/exact_match": before, "tatqa/arithmetic/exact_match": after,
+            "tatqa_before/span/exact_match": 0.5, "tatqa/span/exact_match": 0.55,
+            "tatqa_before/exact_match": 0.3, "tatqa/exact_match": 0.35, "tatqa/f1": 0.4,
+            "judge/turn1": judge, "judge/turn2": judge - 1, "judge/overall": judge - 0.5,
+            "ifeval/prompt_accuracy": 0.25, "ifeval/instruction_accuracy": 0.375,
+        })
+        rd.write_metrics(m)
+    rep = build_report(matrix, root, tmp_path / "b")
+    md = rep.markdown_path.read_text()
+    tatqa = section(md, "TAT-QA: before → after training")
+    assert md_row(tatqa, "arithmetic EM")[1] == "7.7% → 14.8% (+7.1 pp)"
+    assert md_row(tatqa, "arithmetic EM")[2] == "7.7% → 20.0% (+12.3 pp)"
+    assert md_row(tatqa, "overall F1")[1] == "40.0%"  # no before value: after only
+    assert md_row(tatqa, "span EM")[4] == "—"  # completed run without TAT-QA
+    assert md_row(tatqa, "span EM")[5] == "failed"
+    judge = section(md, "Judge scores")
+    assert md_row(judge, "overall")[1:3] == ["6.00", "**6.75** ★"]  # higher is better
+    ife = section(md, "Instruction following")
+    assert md_row(ife, "instruction-level accuracy")[1] == "37.5%"
+    runs = section(md, "Runs")
+    assert "TAT-QA EM" in runs and "judge" in runs
+    tj = json.loads(rep.json_path.read_text())["tables"]["tatqa"]
+    cell = next(r for r in tj["rows"] if r["metric"] == "tatqa/arithmetic/exact_match")[BASE]
+    assert cell == {"before": 0.077, "after": 0.148}
+    # Δ vs baseline in percentage points for accuracies
+    delta = section(md, f"Δ vs baseline ({BASE})")
+    assert md_row(delta, "tatqa/exact_match")[1] == "35.0%"
+    assert md_row(delta, "judge/overall")[2] == "+0.75 (+12.5%)"
+
+
+def test_nothing_run_yet_and_smoke_dir(tmp_path, capsys):
+    path = write_matrix(tmp_path)
+    # no runs at all: every run "not started", no metric sections, no charts, still exit 0
+    assert run_report(path, tmp_path / "runs", tmp_path / "out") == 0
+    printed = capsys.readouterr()
+    assert "wrote" in printed.out and "does not exist yet" in printed.err
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert md_row(md, BASE)[3] == "not started"
+    assert not list((tmp_path / "out").glob("*.png"))
+    # --smoke reads runs/demo-smoke/ and writes reports/demo-smoke/ by default
+    matrix = load_matrix(path)
+    rd = RunDir.for_run(tmp_path / "runs", "demo-smoke", BASE)
+    rd.create()
+    rd.write_metrics({"train/loss": 3.5, "eval/heldout/loss": 3.0, "eval/heldout/perplexity": math.exp(3.0)})
+    rd.write_history([{"step": 1, "loss": 4.0, "learning_rate": 1e-5}, {"step": 2, "loss": 3.5, "learning_rate": 5e-6},
+                      {"step": 2, "eval_heldout_loss": 3.0}])
+    rd.set_status("running", step=2, max_steps=4)
+    assert matrix.name == "demo"
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert run_report(path, "runs", None, smoke=True) == 0
+    finally:
+        os.chdir(cwd)
+    md = (tmp_path / "reports" / "demo-smoke" / "report.md").read_text()
+    assert md_row(md, BASE)[3] == "running (step 2/4, 50%)"
+    assert (tmp_path / "reports" / "demo-smoke" / "train_loss.png").exists()
+
+
+def test_bad_matrix_is_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nbase: {recipe: nope}\n")
+    assert run_report(bad, tmp_path / "runs", tmp_path / "out") == 2
+    assert "bad.yaml" in capsys.readouterr().err
+
+
+def test_labels_and_formatting_helpers():
+    assert param_labels(["train.lr", "lora.r", "data.limit", "model.name"]) == {
+        "train.lr": "lr", "lora.r": "r", "data.limit": "data.limit", "model.name": "model.name"}
+    assert param_labels(["train.seed", "data.seed"]) == {"train.seed": "train.seed", "data.seed": "data.seed"}
+    assert param_labels(["train.max_length", "eval.max_length"]) == {"train.max_length": "train.max_length", "eval.max_length": "eval.max_length"}
+    assert direction("eval/wiki/perplexity") == "min" and direction("eval/x/bits_per_byte") == "min"
+    assert direction("tatqa/span/f1") == "max" and direction("judge/turn1") == "max"
+    assert direction("train/runtime_s") is None
+    assert fmt_number("tatqa/exact_match", 0.148) == "14.8%"
+    assert fmt_number("eval/x/perplexity", 123456.7) == "123,457"
+    assert fmt_number("eval/x/perplexity", 3.2e9) == "3.2e+09"
+
+
+def test_cli_report_subcommand(tmp_path, capsys):
+    from trainyard.cli import main
+
+    matrix, root = build_runs(tmp_path)
+    rc = main(["report", "--matrix", str(matrix.path), "--runs-dir", str(root), "--out", str(tmp_path / "cli"), "--only", "*_r8"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'cli' / 'report.md'}" in out and "train_loss.png" in out
+    md = (tmp_path / "cli" / "report.md").read_text()
+    assert "| lr1e-4_r8 |" in md and "lr2e-5_r32" not in md  # --only selects runs
+
+
+def test_baseline_not_finished_gives_a_note_not_a_table(tmp_path):
+    matrix, root = build_runs(tmp_path)
+    RunDir.for_run(root, "demo", BASE).set_status("diverged", reason="non-finite loss at step 7")
+    rep = build_report(matrix, root, tmp_path / "out")
+    md = rep.markdown_path.read_text()
+    assert "## Δ vs baseline" not in md
+    assert f"the baseline run `{BASE}` is diverged (non-finite loss at step 7)" in md
+    assert "delta_vs_baseline" not in rep.data["tables"] and rep.data["notes"]
