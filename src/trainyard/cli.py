@@ -139,7 +139,8 @@ def summary_table(matrix: Matrix, specs) -> Table:
 
 
 def run_options(s) -> str:
-    """Quantization and recipe-section settings (dpo: beta, loss, prompt budget)."""
+    """Quantization and recipe-section settings (dpo: beta, loss, prompt budget; pretrain:
+    model size; mixed_loss: α / T / top-k; causal-LM text filters and eval sets)."""
     parts = []
     if s.quantization is not None:
         q = s.quantization
@@ -147,6 +148,17 @@ def run_options(s) -> str:
     if s.dpo is not None:
         d = s.dpo
         parts.append(f"β {d.beta:g} {d.loss_type}" + (f", prompt ≤{d.max_prompt_length}" if d.max_prompt_length else ""))
+    if s.architecture is not None:
+        from trainyard.arch import describe
+
+        parts.append(describe(s.architecture))
+    if s.mixed_loss is not None:
+        m = s.mixed_loss
+        parts.append(f"α {m.alpha:g}, T {m.temperature:g}, top-k {m.top_k or 'all'}")
+    if s.lm.min_chars or s.lm.stride:
+        parts.append(f"texts ≥{s.lm.min_chars} chars, stride {s.lm.stride or s.train.max_length}")
+    if s.eval.datasets:
+        parts.append(f"eval: {', '.join(d.name for d in s.eval.datasets)}")
     return "; ".join(parts) or "–"
 
 

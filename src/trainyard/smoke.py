@@ -32,12 +32,23 @@ def _dpo_smoke(d: dict) -> None:
 RECIPE_HOOKS["dpo"] = _dpo_smoke
 
 
+def _tiny_architecture(d: dict) -> None:
+    from trainyard.arch import SMOKE_SHAPE
+
+    d["architecture"].update(SMOKE_SHAPE)
+    d["lm"]["tokenizer_vocab_size"] = None  # the BPE follows the tiny vocab
+
+
+RECIPE_HOOKS["pretrain"] = _tiny_architecture
+
+
 def smoke_name(matrix: str) -> str:
     return f"{matrix}-smoke"
 
 
 def smoke_spec(spec: RunSpec, tiny_model_dir: str) -> RunSpec:
     from trainyard.data.formats import get_format
+    from trainyard.fixtures import fixture_for_source
 
     d = spec.model_dump(mode="json")
     d["smoke"] = True
@@ -45,7 +56,7 @@ def smoke_spec(spec: RunSpec, tiny_model_dir: str) -> RunSpec:
     d["model"] = {"name": tiny_model_dir}
     d["quantization"] = None
     data = d["data"]
-    data["source"] = f"fixture:{get_format(data['format']).fixture}"
+    data["source"] = f"fixture:{fixture_for_source(data['source']) or get_format(data['format']).fixture}"
     data["config"] = None
     data["split"] = "train"
     data["eval_split"] = None
@@ -53,7 +64,8 @@ def smoke_spec(spec: RunSpec, tiny_model_dir: str) -> RunSpec:
     data["eval_size"] = SMOKE_EVAL_EXAMPLES
     data["eval_limit"] = SMOKE_EVAL_EXAMPLES
     for ev in d["eval"]["datasets"]:
-        ev.update(source=f"fixture:{get_format(ev['format']).fixture}", config=None, split="train", limit=SMOKE_EVAL_EXAMPLES)
+        fixture = fixture_for_source(ev["source"]) or get_format(ev["format"]).fixture
+        ev.update(source=f"fixture:{fixture}", config=None, split="train", limit=SMOKE_EVAL_EXAMPLES)
     if d["eval"]["strategy"] == "steps":
         d["eval"]["steps"] = max(1, SMOKE_MAX_STEPS // 2)
     t = d["train"]

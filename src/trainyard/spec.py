@@ -222,6 +222,59 @@ class ResourcesSpec(Section):
     timeout: str = Field("6h", pattern=r"^\d+(\.\d+)?[smhd]?$")
 
 
+class ArchitectureSpec(Section):
+    """A from-scratch Llama-family decoder (recipe: pretrain), built with random init."""
+
+    model_type: Literal["llama", "qwen3"] = "llama"
+    hidden_size: PositiveInt = 384
+    num_layers: PositiveInt = 6
+    num_heads: PositiveInt = 6
+    num_kv_heads: PositiveInt | None = Field(None, description="grouped-query attention; default: num_heads")
+    head_dim: PositiveInt | None = Field(None, description="default: hidden_size / num_heads")
+    intermediate_size: PositiveInt = 1536
+    vocab_size: PositiveInt = 32000
+    max_position_embeddings: PositiveInt = 2048
+    rms_norm_eps: PositiveFloat = 1e-6
+    tie_embeddings: bool = True
+    attention_bias: bool = False
+    rope_theta: PositiveFloat = 10000.0
+    initializer_range: PositiveFloat = 0.02
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ArchitectureSpec:
+        kv = self.num_kv_heads or self.num_heads
+        if self.num_heads % kv:
+            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({kv})")
+        if self.head_dim is None and self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads}), or set head_dim"
+            )
+        return self
+
+
+class LMSpec(Section):
+    """Causal-LM text handling (recipes clm, pretrain, mixed_loss): texts -> token blocks."""
+
+    min_chars: int = Field(0, ge=0, description="drop texts shorter than this (stripped) before tokenizing")
+    stride: PositiveInt | None = Field(
+        None, description="tokens between block starts; default train.max_length (no overlap)"
+    )
+    perplexity: Literal["block", "rolling"] = Field(
+        "block", description="final perplexity: fixed blocks, or a sliding window (rolling)"
+    )
+    tokenizer_vocab_size: PositiveInt | None = Field(
+        None, description="pretrain: BPE vocab trained on the corpus; default architecture.vocab_size"
+    )
+
+
+class MixedLossSpec(Section):
+    """loss = (1 - alpha) CE + alpha (1 - cos(e_hat, e_y)); see trainyard.losses."""
+
+    alpha: float = Field(0.5, ge=0, le=1)
+    temperature: PositiveFloat = 1.0
+    top_k: PositiveInt | None = Field(None, description="expected embedding over the top-k logits; default all")
+
+
 class RunSpec(Section):
     """Everything one run needs; serialized to spec.json and handed to the entrypoint."""
 
@@ -232,6 +285,9 @@ class RunSpec(Section):
     data: DataSpec
     lora: LoraSpec | None = None
     quantization: QuantizationSpec | None = None
+    architecture: ArchitectureSpec | None = None
+    lm: LMSpec = Field(default_factory=LMSpec)
+    mixed_loss: MixedLossSpec | None = None
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     dpo: DPOSpec | None = Field(None, description="recipe dpo only")
@@ -257,7 +313,28 @@ class RunSpec(Section):
                 raise ValueError(f"{where}.format: unknown format {fmt!r}; choose one of {sorted(FORMATS)}")
         if self.quantization is not None and self.lora is None:
             raise ValueError("quantization needs lora: a quantized base can only train adapters (QLoRA)")
+        self._check_lm_sections()
         return self
+
+    def _check_lm_sections(self) -> None:
+        if self.recipe == "pretrain":
+            if self.architecture is None:
+                raise ValueError("recipe pretrain builds a model from scratch: it needs an `architecture:` section")
+            if self.lora is not None:
+                raise ValueError(
+                    "lora: LoRA trains adapters on a pretrained base; a from-scratch model (recipe pretrain) "
+                    "has none. Remove `lora:` or use recipe clm to continue training a pretrained model"
+                )
+        elif self.architecture is not None:
+            raise ValueError(f"architecture: only recipe pretrain builds a model from scratch (this run: {self.recipe})")
+        if self.recipe == "mixed_loss" and self.mixed_loss is None:
+            raise ValueError("recipe mixed_loss needs a `mixed_loss:` section (alpha, temperature, top_k)")
+        if self.mixed_loss is not None and self.recipe != "mixed_loss":
+            raise ValueError(f"mixed_loss: only recipe mixed_loss uses it (this run: {self.recipe})")
+        if self.lm.stride is not None and self.lm.stride > self.train.max_length:
+            raise ValueError(
+                f"lm.stride ({self.lm.stride}) > train.max_length ({self.train.max_length}) would skip tokens"
+            )
 
     @model_validator(mode="after")
     def _dpo_section(self) -> RunSpec:

@@ -9,6 +9,10 @@ from typing import Any
 
 Message = dict[str, str]
 
+# Qwen3's template thinks by default, spending the token budget before any answer; the
+# evaluations score answers. Templates without this switch ignore the variable.
+DEFAULT_TEMPLATE_KWARGS: dict[str, Any] = {"enable_thinking": False}
+
 _THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
 
 
@@ -38,7 +42,10 @@ def generate_chat(
         raise ValueError("batch_size and max_new_tokens must be >= 1")
     prompts = [
         tokenizer.apply_chat_template(
-            list(conv), tokenize=False, add_generation_prompt=True, **(chat_template_kwargs or {})
+            list(conv),
+            tokenize=False,
+            add_generation_prompt=True,
+            **(DEFAULT_TEMPLATE_KWARGS if chat_template_kwargs is None else chat_template_kwargs),
         )
         for conv in conversations
     ]

@@ -15,6 +15,9 @@ from types import ModuleType
 RECIPES: dict[str, str] = {
     "sft": "trainyard.recipes.sft",
     "dpo": "trainyard.recipes.dpo",
+    "clm": "trainyard.recipes.clm",
+    "pretrain": "trainyard.recipes.pretrain",
+    "mixed_loss": "trainyard.recipes.mixed_loss",
 }
 
 

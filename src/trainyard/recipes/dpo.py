@@ -47,8 +47,7 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
     tokenizer = load_tokenizer(spec)
     train_ds, held_out, stats = load_examples(spec.data)
     ctx.extra_metrics.update(stats.as_metrics())
-    for w in stats.warnings:
-        ctx.log.warning(w)
+    ctx.warn(*stats.warnings)
     if spec.dpo.max_prompt_length:
         train_ds = _truncate(train_ds, tokenizer, spec.dpo.max_prompt_length, "train", ctx)
         if held_out is not None:
@@ -143,17 +142,9 @@ def _final_eval(trainer, eval_name: str) -> dict[str, float]:
 
 
 def _tatqa_generation(model, tokenizer, spec: RunSpec, ctx: RunContext, prefix: str) -> dict[str, float]:
-    """TAT-QA exact match / F1 of greedy replies (metrics '<prefix>/...').
-
-    HOOK: trainyard.evaluation.tatqa_generation is written on branch eval-tatqa; until it is
-    on main this logs a warning and returns nothing.
-    """
-    try:
-        from trainyard.evaluation.tatqa_generation import evaluate_tatqa_generation, tatqa_metrics
-    except ImportError:
-        ctx.log.warning("eval.tatqa: trainyard.evaluation.tatqa_generation is not available; skipping %s", prefix)
-        return {}
+    """TAT-QA exact match / F1 of greedy replies (metrics '<prefix>/...')."""
     from trainyard.data.tatqa_pairs import read_contexts, resolve_source
+    from trainyard.evaluation.tatqa_generation import evaluate_tatqa_generation, tatqa_metrics
 
     split = spec.data.eval_split or "dev"
     contexts = read_contexts(resolve_source(spec.data.source, split))

@@ -52,4 +52,4 @@ def get_format(name: str) -> Format:
 
 
 # Registration happens on import of each module below (keep this list sorted).
-from trainyard.data.formats import basic, preference, strandset  # noqa: E402,F401
+from trainyard.data.formats import basic, lm_text, preference, strandset  # noqa: E402,F401

@@ -1,0 +1,79 @@
+"""Small LM from scratch: architecture from the YAML, random init, transformers Trainer.
+
+setup (texts -> tokenizer trained on the corpus, or model.tokenizer from the Hub -> model
+from `architecture:` -> blocks) -> train -> per-set loss / perplexity -> final/.
+Reports model/parameters, model/memory_mb, train/tokens_per_second and train/runtime_s.
+`model.name` only names the model (model card, final/); nothing is downloaded for it.
+"""
+
+from __future__ import annotations
+
+from trainyard.arch import build_model, count_parameters, describe, model_memory_mb
+from trainyard.context import RunContext
+from trainyard.data.lm import lm_collator
+from trainyard.errors import DataFormatError
+from trainyard.recipes._lm import blocks, load_texts, train_and_finish, trainer_args
+from trainyard.spec import RunSpec
+
+
+def get_tokenizer(spec: RunSpec, ctx: RunContext, texts: list[str]):
+    """model.tokenizer if named; else a byte-level BPE trained on the training texts, saved
+    in the run directory so a resumed run reuses exactly the same vocabulary."""
+    from transformers import AutoTokenizer
+
+    from trainyard.tokenizer_training import train_bpe_tokenizer
+
+    arch = spec.architecture
+    if spec.model.tokenizer:
+        tok = AutoTokenizer.from_pretrained(spec.model.tokenizer, trust_remote_code=spec.model.trust_remote_code)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+    else:
+        saved = ctx.rundir.path / "tokenizer"
+        if (saved / "tokenizer.json").is_file():
+            tok = AutoTokenizer.from_pretrained(saved)
+        else:
+            vocab = spec.lm.tokenizer_vocab_size or arch.vocab_size
+            tok = train_bpe_tokenizer(texts, vocab, model_max_length=arch.max_position_embeddings)
+            tok.save_pretrained(saved)
+            ctx.log.info("trained a byte-level BPE tokenizer on %d texts: %d tokens", len(texts), len(tok))
+    if len(tok) > arch.vocab_size:
+        raise DataFormatError(
+            f"architecture.vocab_size {arch.vocab_size} is smaller than the tokenizer "
+            f"({spec.model.tokenizer or 'trained on the corpus'}: {len(tok)} tokens); raise vocab_size"
+        )
+    return tok
+
+
+def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
+    from transformers import Trainer
+
+    arch = spec.architecture
+    assert arch is not None  # the schema guarantees it for recipe pretrain
+    if spec.train.max_length > arch.max_position_embeddings:
+        raise ValueError(
+            f"train.max_length {spec.train.max_length} exceeds architecture.max_position_embeddings "
+            f"{arch.max_position_embeddings}"
+        )
+    train_texts, eval_texts = load_texts(spec, ctx)
+    tokenizer = get_tokenizer(spec, ctx, train_texts)
+    data = blocks(spec, tokenizer, train_texts, eval_texts)
+    model = build_model(arch, seed=spec.train.seed, bos_token_id=tokenizer.bos_token_id,
+                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    ctx.log.info("from scratch: %s", describe(arch))
+    ctx.extra_metrics.update({
+        "model/parameters": float(count_parameters(model)),
+        "model/trainable_parameters": float(sum(p.numel() for p in model.parameters() if p.requires_grad)),
+        "model/memory_mb": model_memory_mb(model),
+        "data/train_blocks": float(len(data.train)),
+    })
+    trainer = Trainer(
+        model=model,
+        args=trainer_args(spec, ctx, has_eval=bool(data.eval_blocks)),
+        train_dataset=data.train,
+        eval_dataset=data.eval_blocks or None,
+        data_collator=lm_collator(tokenizer),
+        processing_class=tokenizer,
+        callbacks=ctx.callbacks(list(data.eval_blocks)),
+    )
+    return train_and_finish(spec, ctx, trainer, tokenizer, data)
