@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trainyard.artifacts import RunDir
-from trainyard.backends import BACKENDS
+from trainyard.backends import BACKENDS, remote
 from trainyard.errors import SpecError
 from trainyard.matrix import Matrix, load_matrix
 
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("submit", help="validate every run, then run/submit them (the default command)")
     common(s)
-    s.add_argument("--backend", choices=BACKENDS, default="local")
+    s.add_argument("--backend", choices=BACKENDS, default="local", help="where runs execute (default: local)")
     s.add_argument("--dry-run", action="store_true", help="validate and show what would be submitted; submit nothing")
     s.add_argument("--parallel", type=int, default=1, help="local backend: runs at once (default 1)")
     s.add_argument("--restart", action="store_true", help="discard finished runs of a changed spec and train again")
@@ -144,6 +144,8 @@ def cmd_validate(matrix: Matrix, specs, args) -> int:
 
 def cmd_submit(matrix: Matrix, specs, args) -> int:
     runs_root = Path(args.runs_dir)
+    if args.backend != "local":
+        return submit_remote(specs, runs_root, args)
     if args.dry_run:
         out.print(summary_table(matrix, specs))
         for s in specs:
@@ -153,7 +155,19 @@ def cmd_submit(matrix: Matrix, specs, args) -> int:
                 out.print_json(s.to_json())
         out.print(f"dry run: {len(specs)} run(s) validated, nothing submitted")
         return 0
-    from trainyard.backends.local import run_local, stale_spec_problems
+    from trainyard.backends.local import run_local
+
+    if (refused := refuse_stale(specs, runs_root, args)) is not None:
+        return refused
+    code = run_local(specs, runs_root, parallel=max(1, args.parallel), console=err)
+    if specs and specs[0].tracking.enabled:
+        err.print(f"curves: trackio show --project {specs[0].tracking_project}")
+    return code
+
+
+def refuse_stale(specs, runs_root: Path, args) -> int | None:
+    """Refuse to mix a finished run with a changed spec; --restart forgets the old status."""
+    from trainyard.backends.local import stale_spec_problems
 
     stale = stale_spec_problems(specs, runs_root)
     if stale and not args.restart:
@@ -164,10 +178,24 @@ def cmd_submit(matrix: Matrix, specs, args) -> int:
             rd = RunDir.for_run(runs_root, s.matrix, s.name)
             if rd.status_file.exists():
                 rd.status_file.unlink()
-    code = run_local(specs, runs_root, parallel=max(1, args.parallel), console=err)
-    if specs and specs[0].tracking.enabled:
-        err.print(f"curves: trackio show --project {specs[0].tracking_project}")
-    return code
+    return None
+
+
+def submit_remote(specs, runs_root: Path, args) -> int:
+    """--backend k8s (or another remote backend): render, or submit and record the jobs."""
+    from trainyard.backends import get_backend
+
+    backend = get_backend(args.backend)
+    if args.dry_run:
+        return remote.dry_run(backend, specs, err)
+    if (refused := refuse_stale(specs, runs_root, args)) is not None:
+        return refused
+    return remote.submit(backend, specs, runs_root, err)
+
+
+def refresh_remote(specs, args) -> None:
+    """Bring the local status of remote runs up to date (no-op for local runs)."""
+    remote.refresh(specs, Path(args.runs_dir), err)
 
 
 def collect_status(specs, runs_root: Path) -> list[dict]:
@@ -181,6 +209,7 @@ def collect_status(specs, runs_root: Path) -> list[dict]:
 
 
 def cmd_status(matrix: Matrix, specs, args) -> int:
+    refresh_remote(specs, args)
     rows = collect_status(specs, Path(args.runs_dir))
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -206,6 +235,8 @@ def cmd_logs(matrix: Matrix, specs, args) -> int:
         return 2
     spec = next(s for s in specs if s.name == args.run)
     rd = RunDir.for_run(args.runs_dir, spec.matrix, spec.name)
+    if remote.job_of(rd) is not None:
+        return remote.logs(rd, args.follow)
     if not rd.log_file.exists():
         print(f"no log yet at {rd.log_file} (state: {rd.state or 'not started'})", file=sys.stderr)
         return 1
@@ -226,7 +257,9 @@ def cmd_cancel(matrix: Matrix, specs, args) -> int:
     for s in targets:
         rd = RunDir.for_run(args.runs_dir, s.matrix, s.name)
         st = rd.status()
-        if st.get("state") == "running" and st.get("pid"):
+        if remote.job_of(rd) is not None:
+            n += remote.cancel(rd)
+        elif st.get("state") == "running" and st.get("pid"):
             try:
                 os.kill(int(st["pid"]), signal.SIGTERM)  # the run checkpoints and marks itself canceled
                 n += 1
@@ -242,4 +275,5 @@ def cmd_cancel(matrix: Matrix, specs, args) -> int:
 def cmd_report(matrix: Matrix, specs, args) -> int:
     from trainyard.report import main_report
 
+    refresh_remote(specs, args)
     return main_report(matrix, specs, Path(args.runs_dir), args.out)

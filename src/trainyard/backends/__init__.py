@@ -20,9 +20,14 @@ REMOTE_BACKENDS = {
 BACKENDS = ("local", *REMOTE_BACKENDS)
 
 
+_INSTANCES: dict[str, Backend] = {}  # one client per backend per process (tests put fakes here)
+
+
 def get_backend(name: str) -> Backend:
-    """A remote backend instance by its `--backend` name."""
+    """The remote backend instance for a `--backend` name (or a JobRef's backend)."""
     if name not in REMOTE_BACKENDS:
         raise ValueError(f"unknown remote backend {name!r}; choose one of {sorted(REMOTE_BACKENDS)}")
-    module, cls = REMOTE_BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module), cls)()
+    if name not in _INSTANCES:
+        module, cls = REMOTE_BACKENDS[name].split(":")
+        _INSTANCES[name] = getattr(importlib.import_module(module), cls)()
+    return _INSTANCES[name]

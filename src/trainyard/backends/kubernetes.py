@@ -19,6 +19,7 @@ works after the Job's pods are gone, and does not depend on the training image.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -28,7 +29,14 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from trainyard.backends.base import RESULT_FILES, RUN_DIR_ENV, SPEC_ENV, Backend, JobRef, job_command
+from trainyard.backends.base import (
+    RESULT_FILES,
+    RUN_DIR_ENV,
+    SPEC_ENV,
+    Backend,
+    JobRef,
+    job_command,
+)
 from trainyard.spec import RunSpec
 
 NAMESPACE_ENV = "TRAINYARD_K8S_NAMESPACE"
@@ -335,13 +343,14 @@ class KubernetesBackend(Backend):
         return self._job_state(obj)
 
     def logs(self, job: JobRef, follow: bool = False) -> Iterator[str]:
+        """The newest pod's log; with follow, then the pods of later retries too."""
         name, ns = _ref_parts(job)
-        done: set[str] = set()
+        last = None  # the pod streamed last: following moves on only to newer ones
         while True:
-            pod = self._newest_pod(name, ns, exclude=done)
-            if pod is None:
+            pod = self._newest_pod(name, ns)
+            if pod is None or (last is not None and _created(pod) <= _created(last)):
                 if not follow or self._finished(job):
-                    if not done:
+                    if last is None:
                         raise RuntimeError(f"Job {ns}/{name} has no pod with a log (yet): {self.state(job)[1] or 'waiting'}")
                     return
                 time.sleep(self.poll_s)
@@ -351,10 +360,10 @@ class KubernetesBackend(Backend):
                     raise RuntimeError(f"pod {pod.metadata.name} has not started: {_pod_waiting(pod) or pod.status.phase}")
                 time.sleep(self.poll_s)
                 continue
-            if done:
+            if last is not None:
                 yield f"--- trainyard: retried in pod {pod.metadata.name} ---\n"
             yield from self._pod_log(pod.metadata.name, ns, follow)
-            done.add(pod.metadata.name)
+            last = pod
             if not follow:
                 return
 
@@ -417,11 +426,9 @@ class KubernetesBackend(Backend):
     def _finished(self, job: JobRef) -> bool:
         return self.state(job)[0] not in ("queued", "running")
 
-    def _newest_pod(self, job_name_: str, ns: str, exclude: set[str] = frozenset()) -> Any:
+    def _newest_pod(self, job_name_: str, ns: str) -> Any:
         pods = self.core.list_namespaced_pod(ns, label_selector=f"{JOB_NAME_LABEL}={job_name_}").items
-        pods = [p for p in pods if p.metadata.name not in exclude]
-        pods.sort(key=lambda p: (p.metadata.creation_timestamp is not None, p.metadata.creation_timestamp or 0))
-        return pods[-1] if pods else None
+        return max(pods, key=_created) if pods else None
 
     @staticmethod
     def _started(pod: Any) -> bool:
@@ -474,10 +481,8 @@ class KubernetesBackend(Backend):
                 raise RuntimeError(f"fetch pod {ns}/{name} failed: {text.strip()[-500:] or 'no output'}")
             return parse_fetch_log(text)
         finally:
-            try:
+            with contextlib.suppress(ApiException):  # activeDeadlineSeconds ends it anyway
                 self.core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
-            except ApiException:
-                pass  # activeDeadlineSeconds ends it anyway
 
 
 def _pod_waiting(pod: Any) -> str | None:
@@ -490,6 +495,11 @@ def _pod_waiting(pod: Any) -> str | None:
         if c.type == "PodScheduled" and c.status == "False":
             return f"{c.reason}: {c.message}" if c.message else c.reason
     return None
+
+
+def _created(pod: Any) -> tuple[str, str]:
+    ts = pod.metadata.creation_timestamp
+    return (ts.isoformat() if ts else "", pod.metadata.name)
 
 
 def _api_message(exc: Any) -> str:
