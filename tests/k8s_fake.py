@@ -38,6 +38,7 @@ class FakeK8s:
         self.requests: list[tuple[str, str, dict, dict | None]] = []  # method, path, query, body
         self.volumes = volumes or {}  # PVC name -> local dir (for fetch pods)
         self.conflict_once: set[str] = set()
+        self.forbidden: set[str] = set()  # namespaces where RBAC says no
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -95,6 +96,9 @@ class FakeK8s:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(n)) if n else None
                 fake.requests.append((method, url.path, query, body))
+                ns = url.path.split("/namespaces/")[-1].split("/")[0] if "/namespaces/" in url.path else ""
+                if ns in fake.forbidden:
+                    return self._send(403, status_obj(403, "Forbidden", f'jobs.batch is forbidden: User "alice" cannot {method.lower()} resource "jobs" in API group "batch" in the namespace "{ns}"'))
                 if m := JOBS.match(url.path):
                     return self._jobs(method, m.group(1), m.group(2), body)
                 if m := PODS.match(url.path):

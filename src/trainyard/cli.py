@@ -145,7 +145,7 @@ def cmd_validate(matrix: Matrix, specs, args) -> int:
 def cmd_submit(matrix: Matrix, specs, args) -> int:
     runs_root = Path(args.runs_dir)
     if args.backend != "local":
-        return submit_remote(specs, runs_root, args)
+        return submit_remote(matrix, specs, runs_root, args)
     if args.dry_run:
         out.print(summary_table(matrix, specs))
         for s in specs:
@@ -181,12 +181,13 @@ def refuse_stale(specs, runs_root: Path, args) -> int | None:
     return None
 
 
-def submit_remote(specs, runs_root: Path, args) -> int:
+def submit_remote(matrix: Matrix, specs, runs_root: Path, args) -> int:
     """--backend k8s (or another remote backend): render, or submit and record the jobs."""
     from trainyard.backends import get_backend
 
     backend = get_backend(args.backend)
     if args.dry_run:
+        err.print(summary_table(matrix, specs))
         return remote.dry_run(backend, specs, err)
     if (refused := refuse_stale(specs, runs_root, args)) is not None:
         return refused

@@ -186,7 +186,10 @@ class ResourcesSpec(Section):
     timeout: str = Field("6h", pattern=r"^\d+(\.\d+)?[smhd]?$")
     retries: int = Field(2, ge=0, description="k8s: Job backoffLimit (failed pods retried from the last checkpoint)")
     namespace: str | None = Field(
-        None, description="k8s namespace (default: $TRAINYARD_K8S_NAMESPACE or trainyard)"
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=63,
+        description="k8s namespace (default: $TRAINYARD_K8S_NAMESPACE or trainyard)",
     )
     node_selector: dict[str, str] = Field(
         default_factory=dict, description="k8s nodeSelector, e.g. {nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3}"
