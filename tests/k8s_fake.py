@@ -40,7 +40,7 @@ class FakeK8s:
         self.conflict_once: set[str] = set()
         self.forbidden: set[str] = set()  # namespaces where RBAC says no
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def url(self) -> str:

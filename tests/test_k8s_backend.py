@@ -16,7 +16,6 @@ import pytest
 pytest.importorskip("kubernetes")
 
 from k8s_fake import FakeK8s, api_client  # noqa: E402
-
 from trainyard.backends.base import JobRef  # noqa: E402
 from trainyard.backends.kubernetes import (  # noqa: E402
     KubernetesBackend,
