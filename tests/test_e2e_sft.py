@@ -107,3 +107,21 @@ def test_ctrl_c_cancels_cleanly_and_checkpoints(tmp_path, tiny_model):
     assert code == 130
     assert rd.state == "canceled"
     assert rd.last_checkpoint() is not None  # the run saved where it stopped
+
+
+def test_bad_data_fails_that_run_only_with_a_clear_reason(tmp_path, tiny_model):
+    from trainyard.backends.local import run_local
+
+    bad_file = tmp_path / "rows.jsonl"
+    bad_file.write_text(json.dumps({"crate_name": "x", "input": "{}"}) + "\n")
+    good = _spec(tiny_model, max_steps=1)
+    bad = good.model_copy(update={"name": "bad", "data": good.data.model_copy(update={"source": str(bad_file)})})
+    small = good.model_copy(update={"name": "small", "data": good.data.model_copy(update={"limit": 5000, "eval_size": 4})})
+    assert run_local([bad, small], tmp_path) == 1  # not everything succeeded
+    bad_dir = RunDir.for_run(tmp_path, bad.matrix, "bad")
+    st = bad_dir.status()
+    assert st["state"] == "failed"
+    assert "needs column(s) ['input_data', 'output_data', 'task_category']" in st["error"] and str(bad_file) in st["error"]
+    ok = RunDir.for_run(tmp_path, small.matrix, "small").status()
+    assert ok["state"] == "completed"
+    assert any("limit=5000" in w and "using all of them" in w for w in ok["warnings"])

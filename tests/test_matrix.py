@@ -165,3 +165,21 @@ def test_dry_run_prints_the_study_values(capsys):
     for needle in ["5k", "20k-r32", "20k-2ep-restarts", "5,000", "20,000", "16/32", "32/64", "2048", "1024", "cosine_with_restarts", "0.1", "2e-05", "2 × 2"]:
         assert needle in out, needle
     assert "nothing submitted" in out
+
+
+def test_status_reports_a_vanished_local_process_as_failed(tmp_path, capsys):
+    import json
+    import os
+    import subprocess
+
+    from trainyard.artifacts import RunDir
+    from trainyard.cli import main
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    rd = RunDir.for_run(tmp_path, "rust_sft", "5k")
+    rd.set_status("running", pid=dead.pid, host=os.uname().nodename, step=3, max_steps=10)
+    assert main(["status", "--matrix", "jobs/rust_sft.yaml", "--runs-dir", str(tmp_path), "--json"]) == 0
+    rows = {r["run"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["5k"]["state"] == "failed" and "is gone" in rows["5k"]["error"]
+    assert rows["20k-r32"]["state"] == "not started"

@@ -20,7 +20,9 @@ def test_build_prompt_has_table_paragraphs_in_order_question_and_format():
     # paragraphs sorted by their `order`, not by file position
     assert text.index("gross margin was 12.5%") < text.index("lower freight costs")
     assert "Question: What was the gross margin in 2019?" in text
-    assert text.rstrip().endswith("Scale: <one of: none, thousand, million, billion, percent>")
+    assert "\nScale: <one of: none, thousand, million, billion, percent>\n" in text
+    # optional third line: DPO 'chosen' answers carry the gold derivation (not scored)
+    assert text.rstrip().endswith("Derivation: <the calculation or the counted items, if any>")
 
 
 @pytest.mark.parametrize(

@@ -112,7 +112,7 @@ def select(matrix: Matrix, args: argparse.Namespace):
 
 def summary_table(matrix: Matrix, specs) -> Table:
     t = Table(title=f"{specs[0].matrix}: {len(specs)} run(s) from {matrix.path}")
-    cols = ["run", "recipe", "model", "examples", "epochs", "max steps", "LoRA r/α", "max len", "scheduler", "warmup", "lr", "batch×accum"]
+    cols = ["run", "recipe", "model", "examples", "epochs", "max steps", "LoRA r/α", "max len", "scheduler", "warmup", "lr", "batch×accum", "options"]
     for c in cols:
         t.add_column(c)
     for s in specs:
@@ -132,8 +132,21 @@ def summary_table(matrix: Matrix, specs) -> Table:
             warm,
             f"{tr.lr:g}",
             f"{tr.batch_size} × {tr.grad_accum}",
+            run_options(s),
         )
     return t
+
+
+def run_options(s) -> str:
+    """Quantization and recipe-section settings (dpo: beta, loss, prompt budget)."""
+    parts = []
+    if s.quantization is not None:
+        q = s.quantization
+        parts.append(f"{q.bits}-bit {q.quant_type if q.bits == 4 else ''}/{q.compute_dtype}".replace(" /", "/"))
+    if s.dpo is not None:
+        d = s.dpo
+        parts.append(f"β {d.beta:g} {d.loss_type}" + (f", prompt ≤{d.max_prompt_length}" if d.max_prompt_length else ""))
+    return "; ".join(parts) or "–"
 
 
 def cmd_validate(matrix: Matrix, specs, args) -> int:
@@ -204,9 +217,25 @@ def collect_status(specs, runs_root: Path) -> list[dict]:
     for s in specs:
         rd = RunDir.for_run(runs_root, s.matrix, s.name)
         st = rd.status()
+        if st.get("state") == "running" and not _alive(st):
+            st = {**st, "state": "failed", "error": f"process {st.get('pid')} is gone without a final status; re-run the matrix to resume"}
         m = rd.metrics()
         rows.append({"run": s.name, "state": st.get("state", "not started"), "step": st.get("step"), "max_steps": st.get("max_steps"), "error": st.get("error") or st.get("reason"), "path": str(rd.path), "metrics": {k: v for k, v in m.items() if k in ("train/loss",) or k.endswith("/loss") or k.endswith("/perplexity")}})
     return rows
+
+
+def _alive(status: dict) -> bool:
+    """A local run's process still exists (runs on other hosts are assumed alive)."""
+    pid, host = status.get("pid"), status.get("host")
+    if not pid or host != os.uname().nodename or status.get("job"):
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def cmd_status(matrix: Matrix, specs, args) -> int:

@@ -27,6 +27,15 @@ class RunContext:
     cancel_requested: bool = False
     extra_metrics: dict[str, float] = field(default_factory=dict)
 
+    def warn(self, *messages: str) -> None:
+        """Log and keep in status.json, so `status` and the live table show them."""
+        if not messages:
+            return
+        for m in messages:
+            self.log.warning(m)
+        warnings = self.rundir.status().get("warnings") or []
+        self.rundir.update_progress(warnings=[*warnings, *messages])
+
     def callbacks(self, eval_names: list[str]) -> list[TrainerCallback]:
         cbs: list[TrainerCallback] = [ProgressCallback(self), DivergenceCallback(self), CancelCallback(self)]
         if self.tracker is not None:

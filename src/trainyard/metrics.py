@@ -20,10 +20,17 @@ TRAIN_KEYS = {
 }
 
 
+# Trainer metric groups that already contain a '/' (TRL DPO: rewards/accuracies, rewards/margins,
+# logps/chosen, logits/rejected, ...): train-time values go under train/, eval ones under eval/<set>/.
+TRAINER_GROUPS = ("rewards/", "logps/", "logits/")
+
+
 def canonical(key: str, eval_names: list[str], default_eval: str) -> str:
     """'eval_heldout_loss' -> 'eval/heldout/loss'; 'loss' -> 'train/loss'; others 'train/<key>'."""
     if key in TRAIN_KEYS:
         return TRAIN_KEYS[key]
+    if key.startswith(TRAINER_GROUPS):
+        return f"train/{key}"
     if key.startswith("eval_"):
         rest = key[len("eval_"):]
         for name in sorted(eval_names, key=len, reverse=True):

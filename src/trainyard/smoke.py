@@ -22,6 +22,16 @@ SMOKE_EVAL_EXAMPLES = 16
 RECIPE_HOOKS: dict[str, Callable[[dict], None]] = {}
 
 
+def _dpo_smoke(d: dict) -> None:
+    """The prompt budget must stay below the capped max_length (the answer needs room)."""
+    dpo = d.get("dpo") or {}
+    if dpo.get("max_prompt_length"):
+        dpo["max_prompt_length"] = min(dpo["max_prompt_length"], d["train"]["max_length"] // 2)
+
+
+RECIPE_HOOKS["dpo"] = _dpo_smoke
+
+
 def smoke_name(matrix: str) -> str:
     return f"{matrix}-smoke"
 

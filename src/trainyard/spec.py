@@ -153,6 +153,40 @@ class EvalSpec(Section):
         return self
 
 
+DPO_LOSSES = Literal[
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
+    "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+]
+# TRL reads label_smoothing only in these losses (it is ignored by plain sigmoid DPO).
+DPO_SMOOTHED_LOSSES = ("robust", "exo_pair", "aot", "aot_unpaired")
+
+
+class DPOSpec(Section):
+    """Options of recipe `dpo` (TRL DPOTrainer); allowed only there."""
+
+    beta: PositiveFloat = Field(0.1, description="KL strength: higher stays closer to the reference")
+    loss_type: DPO_LOSSES = "sigmoid"
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="robust / exo_pair / aot only")
+    max_prompt_length: PositiveInt | None = Field(
+        None, description="prompt tokens kept (from the end: the question stays); TRL 1.16 dropped it, we apply it to the data"
+    )
+    truncation_mode: Literal["keep_start", "keep_end"] = Field(
+        "keep_start", description="how TRL cuts prompt+completion beyond train.max_length"
+    )
+    precompute_ref_log_probs: bool = False
+
+    @model_validator(mode="after")
+    def _smoothing_needs_its_loss(self) -> DPOSpec:
+        if self.label_smoothing and self.loss_type not in DPO_SMOOTHED_LOSSES:
+            raise ValueError(
+                f"label_smoothing applies to loss_type {list(DPO_SMOOTHED_LOSSES)}; with {self.loss_type!r} "
+                "TRL ignores it. Set label_smoothing: 0 or e.g. loss_type: robust"
+            )
+        if self.loss_type == "exo_pair" and not self.label_smoothing:
+            raise ValueError("loss_type exo_pair needs label_smoothing > 0 (the EXO paper uses 1e-3)")
+        return self
+
+
 class TrackingSpec(Section):
     enabled: bool = True
     project: str | None = Field(None, description="default: the matrix name")
@@ -214,6 +248,7 @@ class RunSpec(Section):
     quantization: QuantizationSpec | None = None
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
+    dpo: DPOSpec | None = Field(None, description="recipe dpo only")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     hub: HubSpec = Field(default_factory=HubSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
@@ -236,6 +271,31 @@ class RunSpec(Section):
                 raise ValueError(f"{where}.format: unknown format {fmt!r}; choose one of {sorted(FORMATS)}")
         if self.quantization is not None and self.lora is None:
             raise ValueError("quantization needs lora: a quantized base can only train adapters (QLoRA)")
+        return self
+
+    @model_validator(mode="after")
+    def _dpo_section(self) -> RunSpec:
+        from trainyard.data.formats import FORMATS
+
+        if self.recipe != "dpo":
+            if self.dpo is not None:
+                raise ValueError(f"dpo: options apply only to recipe: dpo (this run's recipe is {self.recipe!r}); remove the dpo: section")
+            return self
+        if self.dpo is None:
+            raise ValueError("recipe dpo needs a dpo: section, e.g. dpo: {beta: 0.1, max_prompt_length: 384}")
+        fmt = FORMATS.get(self.data.format)
+        if fmt is not None and fmt.produces != "preference":
+            preference = sorted(n for n, f in FORMATS.items() if f.produces == "preference")
+            raise ValueError(f"data.format {self.data.format!r} has no chosen/rejected answers; recipe dpo needs one of {preference}")
+        if self.dpo.max_prompt_length is not None and self.dpo.max_prompt_length >= self.train.max_length:
+            raise ValueError(
+                f"dpo.max_prompt_length ({self.dpo.max_prompt_length}) must be below train.max_length "
+                f"({self.train.max_length}), which also has to hold the answer"
+            )
+        if self.eval.tatqa and self.data.format != "tatqa_preference":
+            raise ValueError("eval.tatqa with recipe dpo reads the raw TAT-QA questions: it needs data.format: tatqa_preference")
+        if self.eval.datasets:
+            raise ValueError("recipe dpo evaluates its held-out pairs (and TAT-QA with eval.tatqa: true); eval.datasets is not supported")
         return self
 
     @property

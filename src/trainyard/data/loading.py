@@ -62,6 +62,15 @@ def load_raw(source: str, config: str | None, split: str):
     return load_dataset(name, config, split=split)
 
 
+def load_format_rows(fmt: Format, source: str, config: str | None, split: str):
+    """Rows of `source` for `fmt`: its own loader for nested raw formats (TAT-QA), else `datasets`."""
+    if fmt.loader is not None:
+        from datasets import Dataset
+
+        return Dataset.from_list(fmt.loader(source, split))
+    return load_raw(source, config, split)
+
+
 def check_columns(columns: list[str], fmt: Format, text_field: str, where: str) -> None:
     required = fmt.required_columns(text_field)
     missing = [c for c in required if c not in columns]
@@ -109,7 +118,7 @@ def load_examples(data: DataSpec, where: str = "data"):
     from datasets import Dataset
 
     fmt = get_format(data.format)
-    raw = load_raw(data.source, data.config, data.split)
+    raw = load_format_rows(fmt, data.source, data.config, data.split)
     check_columns(list(raw.column_names), fmt, data.text_field, f"{where} {data.source}")
     if data.shuffle:
         raw = raw.shuffle(seed=data.seed)
@@ -127,7 +136,7 @@ def load_examples(data: DataSpec, where: str = "data"):
         raise DataFormatError(f"{where} {data.source}: no usable examples (skipped: {dict(stats.skipped)})")
     eval_examples = None
     if data.eval_split is not None:
-        eval_raw = load_raw(data.source, data.config, data.eval_split)
+        eval_raw = load_format_rows(fmt, data.source, data.config, data.eval_split)
         eval_stats = DataStats(source=f"{data.source}:{data.eval_split}")
         eval_examples = convert_rows(eval_raw, fmt, data.text_field, eval_stats, limit=data.eval_limit)
         stats.skipped.update({f"eval: {k}": v for k, v in eval_stats.skipped.items()})

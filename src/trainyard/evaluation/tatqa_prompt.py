@@ -1,9 +1,10 @@
 """The TAT-QA prompt (table + paragraphs + question) and the parser for the model's reply.
 
-The reply format asked for is two lines::
+The reply format asked for::
 
     Answer: <value>            (several spans separated by " | ")
     Scale: <none|thousand|million|billion|percent>
+    Derivation: <calculation>  (optional; DPO 'chosen' answers carry the gold one; not scored)
 
 ``build_prompt`` is public API: the DPO pair builder imports it, so training and evaluation
 see the same user message.
@@ -21,10 +22,11 @@ SPAN_SEPARATOR = " | "
 
 INSTRUCTION = (
     "Answer the question using the table and the paragraphs above.\n"
-    "Reply with exactly two lines:\n"
+    "Reply in this format:\n"
     "Answer: <the answer; write numbers without units or scale words; "
     "separate several answers with \" | \">\n"
-    "Scale: <one of: none, thousand, million, billion, percent>"
+    "Scale: <one of: none, thousand, million, billion, percent>\n"
+    "Derivation: <the calculation or the counted items, if any>"
 )
 
 # words a model may use for each scale; "none" means no scale

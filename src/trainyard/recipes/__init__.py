@@ -14,6 +14,7 @@ from types import ModuleType
 
 RECIPES: dict[str, str] = {
     "sft": "trainyard.recipes.sft",
+    "dpo": "trainyard.recipes.dpo",
 }
 
 

@@ -38,8 +38,7 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
     train_ds, held_out, stats = load_examples(spec.data)
     eval_sets = ({spec.eval.held_out_name: held_out} if held_out is not None else {}) | named_eval_sets(spec)
     ctx.extra_metrics.update(stats.as_metrics())
-    for w in stats.warnings:
-        ctx.log.warning(w)
+    ctx.warn(*stats.warnings)
     ctx.log.info("data: %d train / %s eval examples, %d skipped %s", len(train_ds), {k: len(v) for k, v in eval_sets.items()}, sum(stats.skipped.values()), dict(stats.skipped))
 
     model = load_model(spec, ctx.precision)

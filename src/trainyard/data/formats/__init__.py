@@ -26,6 +26,10 @@ class Format:
     convert: Callable[[dict[str, Any], str], dict[str, Any] | None]
     fixture: str
     description: str = ""
+    # Nested raw formats (TAT-QA: contexts -> questions) cannot be read row by row: this hook,
+    # loader(source, split) -> rows, replaces the generic Hub/file reading; `convert` then
+    # applies to the rows it returns.
+    loader: Callable[[str, str], list[dict[str, Any]]] | None = None
 
     def required_columns(self, text_field: str) -> tuple[str, ...]:
         return tuple(text_field if c == "{text_field}" else c for c in self.required)
@@ -48,4 +52,4 @@ def get_format(name: str) -> Format:
 
 
 # Registration happens on import of each module below (keep this list sorted).
-from trainyard.data.formats import basic, strandset  # noqa: E402,F401
+from trainyard.data.formats import basic, preference, strandset  # noqa: E402,F401
