@@ -250,7 +250,7 @@ def test_logs_of_the_newest_pod(backend, fake, specs):
         list(backend.logs(ref))
     fake.add_pod(NS, ref.id, "p1", phase="Failed", log="old attempt\n", created="2026-01-01T00:00:00Z")
     fake.add_pod(NS, ref.id, "p2", log="step 1 loss 2.5\nstep 2 loss 2.1\n", created="2026-01-01T00:05:00Z")
-    assert list(backend.logs(ref)) == ["step 1 loss 2.5\n", "step 2 loss 2.1\n"]
+    assert list(backend.logs(ref)) == ["step 1 loss 2.5", "step 2 loss 2.1"]
     assert fake.calls("GET", "/pods$")[-1][2] == {"labelSelector": f"batch.kubernetes.io/job-name={ref.id}"}
 
 
@@ -278,7 +278,7 @@ def test_follow_streams_chunks_and_moves_on_to_retries(backend, fake, specs):
     t.start()
     lines = list(backend.logs(ref, follow=True))
     t.join(5)
-    assert lines == ["a\n", "bb\n", "ccc\n", "--- trainyard: retried in pod p2 ---\n", "resumed\n", "done"]
+    assert lines == ["a", "bb", "ccc", "--- trainyard: retried in pod p2 ---", "resumed", "done"]
     assert fake.calls("GET", "/p1/log")[0][2] == {"follow": "true"}
 
 

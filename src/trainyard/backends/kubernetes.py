@@ -343,7 +343,7 @@ class KubernetesBackend(Backend):
         return self._job_state(obj)
 
     def logs(self, job: JobRef, follow: bool = False) -> Iterator[str]:
-        """The newest pod's log; with follow, then the pods of later retries too."""
+        """The newest pod's log lines (no newlines); with follow, then later retries' pods."""
         name, ns = _ref_parts(job)
         last = None  # the pod streamed last: following moves on only to newer ones
         while True:
@@ -361,7 +361,7 @@ class KubernetesBackend(Backend):
                 time.sleep(self.poll_s)
                 continue
             if last is not None:
-                yield f"--- trainyard: retried in pod {pod.metadata.name} ---\n"
+                yield f"--- trainyard: retried in pod {pod.metadata.name} ---"
             yield from self._pod_log(pod.metadata.name, ns, follow)
             last = pod
             if not follow:
@@ -440,7 +440,7 @@ class KubernetesBackend(Backend):
     def _pod_log(self, pod: str, ns: str, follow: bool) -> Iterator[str]:
         if not follow:
             text = self.core.read_namespaced_pod_log(pod, ns, container=None)
-            yield from text.splitlines(keepends=True)
+            yield from text.splitlines()
             return
         resp = self.core.read_namespaced_pod_log(pod, ns, follow=True, _preload_content=False)
         buf = b""
@@ -449,7 +449,7 @@ class KubernetesBackend(Backend):
                 buf += chunk
                 *lines, buf = buf.split(b"\n")
                 for line in lines:
-                    yield line.decode(errors="replace") + "\n"
+                    yield line.decode(errors="replace")
             if buf:
                 yield buf.decode(errors="replace")
         finally:

@@ -157,8 +157,7 @@ def logs(rundir: RunDir, follow: bool) -> int:
     assert job is not None
     try:
         for line in get_backend(job.backend).logs(job, follow=follow):
-            sys.stdout.write(line)
-            sys.stdout.flush()
+            print(line, flush=True)
     except RuntimeError as exc:
         print(str(exc), file=sys.stderr)
         return 1
