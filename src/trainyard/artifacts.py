@@ -12,7 +12,10 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trainyard.spec import RunSpec
 
 STATES = ("queued", "running", "completed", "failed", "diverged", "canceled")
 FINAL_STATES = ("completed", "failed", "diverged", "canceled")
@@ -142,3 +145,214 @@ def resolve_repo_id(template: str, matrix: str, run: str) -> str:
         except Exception:  # offline / no token: the push itself will say so
             user = os.environ.get("HF_USER", "local")
     return template.format(user=user, matrix=matrix, run=run)
+
+
+# ----------------------------------------------------------------------------- remote runs
+# A job on HF Jobs has no disk that outlives it: the run's small files are mirrored into a
+# private Hub dataset repo (hub.artifacts_repo) under <matrix>/<run>/ while it runs, and
+# `sync_run` copies them back into the local runs/<matrix>/<run>/ for status and report.
+
+ARTIFACTS_REPO_ENV = "TRAINYARD_ARTIFACTS_REPO"  # set by remote backends; unset = local run
+ARTIFACT_FILES = ("spec.json", "status.json", "metrics.json", "history.json", "README.md")
+ARTIFACT_DIRS = ("logs",)  # checkpoints/ never travel: too large for a progress mirror
+LOCAL_STATUS_KEYS = ("job", "backend", "submitted_at")  # written by the submitting machine only
+
+
+def artifacts_prefix(matrix: str, run: str) -> str:
+    return f"{matrix}/{run}"
+
+
+def _hub_api():
+    """The one HfApi of this module (a seam: tests hand in an in-memory store)."""
+    from huggingface_hub import HfApi
+
+    return HfApi()  # token from HF_TOKEN (the job's secret) / the login cache
+
+
+def _artifact_paths(rundir: RunDir) -> list[Path]:
+    paths = [rundir.path / name for name in ARTIFACT_FILES if (rundir.path / name).is_file()]
+    for d in ARTIFACT_DIRS:
+        if (rundir.path / d).is_dir():
+            paths += sorted(p for p in (rundir.path / d).rglob("*") if p.is_file())
+    return paths
+
+
+def _signature(paths: list[Path]) -> tuple:
+    return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths if p.exists())
+
+
+def upload_run_artifacts(rundir: RunDir, repo_id: str, prefix: str, *, include_final: bool = False, api=None) -> list[str]:
+    """Upload the run's small files (and final/ when asked) to <repo_id>/<prefix>/ in one commit.
+
+    Small files are read into memory first: status.json and friends are rewritten by
+    rename while the run goes on, and each upload must carry whole versions of them.
+    Returns the paths written in the repo.
+    """
+    from huggingface_hub import CommitOperationAdd
+
+    api = api or _hub_api()
+    ops = []
+    for path in _artifact_paths(rundir):
+        try:
+            content = path.read_bytes()
+        except FileNotFoundError:  # rotated away between listing and reading
+            continue
+        ops.append(CommitOperationAdd(path_in_repo=f"{prefix}/{path.relative_to(rundir.path).as_posix()}", path_or_fileobj=content))
+    if include_final and rundir.final.is_dir():
+        for path in sorted(p for p in rundir.final.rglob("*") if p.is_file()):
+            ops.append(CommitOperationAdd(path_in_repo=f"{prefix}/{path.relative_to(rundir.path).as_posix()}", path_or_fileobj=str(path)))
+    if not ops:
+        return []
+    state = rundir.state or "starting"
+    api.create_commit(repo_id=repo_id, repo_type="dataset", operations=ops, commit_message=f"trainyard {prefix}: {state}")
+    return [op.path_in_repo for op in ops]
+
+
+class ArtifactUploader:
+    """Mirror a running run's small files into a Hub dataset repo.
+
+    Uploads at once when status.json's state changes (so `running` shows up as soon as the
+    run starts, and the final state as soon as it ends), and every `every_s` seconds while
+    files change (progress, history, log). On exit: one last upload, with final/ unless the
+    run already pushed it to its own model repo. Upload errors are logged, never fatal:
+    a flaky network must not kill hours of training.
+    """
+
+    def __init__(self, rundir: RunDir, repo_id: str, prefix: str, every_s: float, api=None, poll_s: float = 2.0):
+        import logging
+        import threading
+
+        self.rundir, self.repo_id, self.prefix = rundir, repo_id, prefix
+        self.every_s, self.poll_s = every_s, poll_s
+        self.api = api or _hub_api()
+        self.log = logging.getLogger("trainyard.artifacts")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="trainyard-artifacts", daemon=True)
+        self._last_state: str | None = None
+        self._last_sig: tuple = ()
+        self._last_time = 0.0
+        self.uploads = 0
+
+    def __enter__(self) -> ArtifactUploader:
+        try:
+            self.api.create_repo(repo_id=self.repo_id, repo_type="dataset", private=True, exist_ok=True)
+        except Exception as err:  # fail before training: results with nowhere to go are lost money
+            raise SystemExit(
+                f"trainyard.run: cannot create/use the artifacts repo datasets/{self.repo_id} ({err}); "
+                "the run's results would be lost. Check that the HF_TOKEN secret can write there "
+                "(hub.artifacts_repo in the matrix)."
+            ) from err
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        include_final = self.rundir.final.is_dir() and not self.rundir.status().get("pushed_to")
+        try:
+            self.upload(include_final=include_final)
+            self.log.info("run files uploaded to https://huggingface.co/datasets/%s/tree/main/%s", self.repo_id, self.prefix)
+        except Exception as err:  # the local files are intact; say where they did not go
+            self.log.error("could not upload the run's files to %s/%s: %s", self.repo_id, self.prefix, err)
+
+    def upload(self, include_final: bool = False) -> None:
+        state, sig = self.rundir.state, _signature(_artifact_paths(self.rundir))
+        if upload_run_artifacts(self.rundir, self.repo_id, self.prefix, include_final=include_final, api=self.api):
+            self.uploads += 1
+        self._last_state, self._last_sig, self._last_time = state, sig, time.monotonic()
+
+    def _due(self) -> bool:
+        state = self.rundir.state
+        if state != self._last_state:
+            return True
+        stale = time.monotonic() - self._last_time >= self.every_s
+        return stale and _signature(_artifact_paths(self.rundir)) != self._last_sig
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                if self._due():
+                    self.upload()
+            except Exception as err:
+                self.log.warning("progress upload to %s failed (will retry): %s", self.repo_id, err)
+                self._last_time = time.monotonic()
+
+
+def remote_artifacts(spec: RunSpec, rundir: RunDir):
+    """The entrypoint's uploader: active only when a remote backend set $TRAINYARD_ARTIFACTS_REPO."""
+    import contextlib
+
+    repo_id = os.environ.get(ARTIFACTS_REPO_ENV)
+    if not repo_id:
+        return contextlib.nullcontext()
+    return ArtifactUploader(rundir, repo_id, artifacts_prefix(spec.matrix, spec.name), every_s=spec.hub.artifacts_every * 60)
+
+
+def merge_run_files(rundir: RunDir, files: dict[str, bytes], *, since: float | None = None) -> list[str]:
+    """Write a remote run's fetched files ({run-relative path: bytes}) into the local run dir.
+
+    The same rules as sync_run: an earlier attempt's files (status older than `since`) are
+    ignored; status.json is merged, keeping the keys only the submitting machine knows.
+    """
+    remote_status = json.loads(files["status.json"]) if "status.json" in files else {}
+    updated = remote_status.get("updated_at")
+    if since is not None and (not isinstance(updated, (int, float)) or updated < since):
+        return []
+    for rel, data in sorted(files.items()):
+        dest = rundir.path / rel
+        if rel == "status.json":
+            local = rundir.status()
+            write_json_atomic(dest, {**local, **remote_status, **{k: local[k] for k in LOCAL_STATUS_KEYS if k in local}})
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp_dest = dest.with_name(f".{dest.name}.sync.tmp")
+            tmp_dest.write_bytes(data)
+            os.replace(tmp_dest, dest)
+    return sorted(files)
+
+
+def sync_run(rundir: RunDir, repo_id: str, prefix: str, *, since: float | None = None, include_final: bool = False, api=None) -> list[str]:
+    """Copy <repo_id>/<prefix>/ (a remote run's files) into the local run directory.
+
+    Files left by an earlier attempt of the run (status updated before `since`, the local
+    submit time) are ignored. status.json is merged: the run's own fields win, the keys only
+    the submitting machine knows (the job record) are kept. final/ only with include_final.
+    Returns the run-relative paths updated; [] when the run has uploaded nothing yet.
+    """
+    import tempfile
+
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    api = api or _hub_api()
+    with tempfile.TemporaryDirectory(prefix="trainyard-sync-") as tmp:
+        try:
+            api.snapshot_download(
+                repo_id=repo_id,
+                repo_type="dataset",
+                allow_patterns=[f"{prefix}/*"],
+                ignore_patterns=None if include_final else [f"{prefix}/final/*"],
+                local_dir=tmp,
+            )
+        except RepositoryNotFoundError:
+            return []
+        src = Path(tmp) / prefix
+        if not src.is_dir():
+            return []
+        remote_status = read_json(src / "status.json", default={}) or {}
+        updated = remote_status.get("updated_at")
+        if since is not None and (not isinstance(updated, (int, float)) or updated < since):
+            return []  # an earlier attempt's files: the new job has not reported yet
+        changed = []
+        for path in sorted(p for p in src.rglob("*") if p.is_file()):
+            rel = path.relative_to(src).as_posix()
+            dest = rundir.path / rel
+            if rel == "status.json":
+                local = rundir.status()
+                write_json_atomic(dest, {**local, **remote_status, **{k: local[k] for k in LOCAL_STATUS_KEYS if k in local}})
+            else:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                tmp_dest = dest.with_name(f".{dest.name}.sync.tmp")
+                shutil.copyfile(path, tmp_dest)
+                os.replace(tmp_dest, dest)
+            changed.append(rel)
+        return changed

@@ -1,6 +1,6 @@
 """`python launch.py` — submit (default), validate, status, logs, cancel, report.
 
-    python launch.py --matrix jobs/X.yaml [--backend local] [--smoke] [--dry-run] [--only GLOB] [--parallel N]
+    python launch.py --matrix jobs/X.yaml [--backend local|hf-jobs|k8s] [--smoke] [--dry-run] [--only GLOB] [--parallel N]
     python launch.py validate --matrix jobs/X.yaml [--smoke]
     python launch.py status   --matrix jobs/X.yaml [--smoke] [--json]
     python launch.py logs     --matrix jobs/X.yaml RUN [--follow]
@@ -23,7 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from trainyard.artifacts import RunDir
-from trainyard.backends import BACKENDS, remote
+from trainyard.backends import BACKENDS
+from trainyard.backends.remote import job_of
 from trainyard.errors import SpecError
 from trainyard.matrix import Matrix, load_matrix
 
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("submit", help="validate every run, then run/submit them (the default command)")
     common(s)
-    s.add_argument("--backend", choices=BACKENDS, default="local", help="where runs execute (default: local)")
+    s.add_argument("--backend", choices=BACKENDS, default="local")
     s.add_argument("--dry-run", action="store_true", help="validate and show what would be submitted; submit nothing")
     s.add_argument("--parallel", type=int, default=1, help="local backend: runs at once (default 1)")
     s.add_argument("--restart", action="store_true", help="discard finished runs of a changed spec and train again")
@@ -158,7 +159,7 @@ def cmd_validate(matrix: Matrix, specs, args) -> int:
 def cmd_submit(matrix: Matrix, specs, args) -> int:
     runs_root = Path(args.runs_dir)
     if args.backend != "local":
-        return submit_remote(matrix, specs, runs_root, args)
+        return submit_remote(matrix, specs, args)
     if args.dry_run:
         out.print(summary_table(matrix, specs))
         for s in specs:
@@ -168,19 +169,7 @@ def cmd_submit(matrix: Matrix, specs, args) -> int:
                 out.print_json(s.to_json())
         out.print(f"dry run: {len(specs)} run(s) validated, nothing submitted")
         return 0
-    from trainyard.backends.local import run_local
-
-    if (refused := refuse_stale(specs, runs_root, args)) is not None:
-        return refused
-    code = run_local(specs, runs_root, parallel=max(1, args.parallel), console=err)
-    if specs and specs[0].tracking.enabled:
-        err.print(f"curves: trackio show --project {specs[0].tracking_project}")
-    return code
-
-
-def refuse_stale(specs, runs_root: Path, args) -> int | None:
-    """Refuse to mix a finished run with a changed spec; --restart forgets the old status."""
-    from trainyard.backends.local import stale_spec_problems
+    from trainyard.backends.local import run_local, stale_spec_problems
 
     stale = stale_spec_problems(specs, runs_root)
     if stale and not args.restart:
@@ -191,25 +180,10 @@ def refuse_stale(specs, runs_root: Path, args) -> int | None:
             rd = RunDir.for_run(runs_root, s.matrix, s.name)
             if rd.status_file.exists():
                 rd.status_file.unlink()
-    return None
-
-
-def submit_remote(matrix: Matrix, specs, runs_root: Path, args) -> int:
-    """--backend k8s (or another remote backend): render, or submit and record the jobs."""
-    from trainyard.backends import get_backend
-
-    backend = get_backend(args.backend)
-    if args.dry_run:
-        err.print(summary_table(matrix, specs))
-        return remote.dry_run(backend, specs, err)
-    if (refused := refuse_stale(specs, runs_root, args)) is not None:
-        return refused
-    return remote.submit(backend, specs, runs_root, err)
-
-
-def refresh_remote(specs, args) -> None:
-    """Bring the local status of remote runs up to date (no-op for local runs)."""
-    remote.refresh(specs, Path(args.runs_dir), err)
+    code = run_local(specs, runs_root, parallel=max(1, args.parallel), console=err)
+    if specs and specs[0].tracking.enabled:
+        err.print(f"curves: trackio show --project {specs[0].tracking_project}")
+    return code
 
 
 def collect_status(specs, runs_root: Path) -> list[dict]:
@@ -220,7 +194,7 @@ def collect_status(specs, runs_root: Path) -> list[dict]:
         if st.get("state") == "running" and not _alive(st):
             st = {**st, "state": "failed", "error": f"process {st.get('pid')} is gone without a final status; re-run the matrix to resume"}
         m = rd.metrics()
-        rows.append({"run": s.name, "state": st.get("state", "not started"), "step": st.get("step"), "max_steps": st.get("max_steps"), "error": st.get("error") or st.get("reason"), "path": str(rd.path), "metrics": {k: v for k, v in m.items() if k in ("train/loss",) or k.endswith("/loss") or k.endswith("/perplexity")}})
+        rows.append({"run": s.name, "state": st.get("state", "not started"), "step": st.get("step"), "max_steps": st.get("max_steps"), "error": st.get("error") or st.get("reason"), "path": str(rd.path), "job": st.get("job"), "metrics": {k: v for k, v in m.items() if k in ("train/loss",) or k.endswith("/loss") or k.endswith("/perplexity")}})
     return rows
 
 
@@ -265,8 +239,8 @@ def cmd_logs(matrix: Matrix, specs, args) -> int:
         return 2
     spec = next(s for s in specs if s.name == args.run)
     rd = RunDir.for_run(args.runs_dir, spec.matrix, spec.name)
-    if remote.job_of(rd) is not None:
-        return remote.logs(rd, args.follow)
+    if job_of(rd) is not None:
+        return remote_logs(rd, args.follow)
     if not rd.log_file.exists():
         print(f"no log yet at {rd.log_file} (state: {rd.state or 'not started'})", file=sys.stderr)
         return 1
@@ -287,8 +261,8 @@ def cmd_cancel(matrix: Matrix, specs, args) -> int:
     for s in targets:
         rd = RunDir.for_run(args.runs_dir, s.matrix, s.name)
         st = rd.status()
-        if remote.job_of(rd) is not None:
-            n += remote.cancel(rd)
+        if job_of(rd) is not None:
+            n += remote_cancel(rd)
         elif st.get("state") == "running" and st.get("pid"):
             try:
                 os.kill(int(st["pid"]), signal.SIGTERM)  # the run checkpoints and marks itself canceled
@@ -307,3 +281,95 @@ def cmd_report(matrix: Matrix, specs, args) -> int:
 
     refresh_remote(specs, args)
     return main_report(matrix, specs, Path(args.runs_dir), args.out)
+
+
+# ----------------------------------------------------------------------------- remote backends
+# Any registered backend (hf-jobs, k8s, ...): the JobRef recorded in status.json says which.
+
+
+def submit_remote(matrix: Matrix, specs, args) -> int:
+    from dataclasses import asdict
+
+    from trainyard.backends import get_backend
+    from trainyard.backends.local import stale_spec_problems
+    from trainyard.backends.remote import BackendCache, submit_runs, validate_all
+
+    backend = get_backend(args.backend)
+    problems = validate_all(specs, backend)
+    if problems:
+        print("\n".join([f"{len(problems)} problem(s) found; nothing was submitted:"] + [f"  - {p}" for p in problems]), file=sys.stderr)
+        return 2
+    if args.dry_run:
+        out.print(summary_table(matrix, specs))
+        invalid = []
+        for s in specs:
+            out.print(f"[bold]{s.name}[/] -> {args.backend} job:", highlight=False)
+            payload = backend.render(s)
+            invalid += backend.check(payload)  # k8s: kubernetes-validate --strict, offline
+            print(json.dumps(payload, indent=2))
+        if invalid:
+            print("\n".join(["invalid payloads:"] + [f"  - {p}" for p in invalid]), file=sys.stderr)
+            return 2
+        out.print(f"dry run: {len(specs)} run(s) validated, nothing submitted (secrets shown as placeholders)")
+        return 0
+    runs_root = Path(args.runs_dir)
+    stale = stale_spec_problems(specs, runs_root)
+    if stale and not args.restart:
+        print("\n".join(["refusing to submit:"] + [f"  - {p}" for p in stale]), file=sys.stderr)
+        return 2
+    if args.restart:
+        for s in specs:
+            rd = RunDir.for_run(runs_root, s.matrix, s.name)
+            if rd.state in ("completed", "diverged"):
+                rd.status_file.unlink()
+    results = submit_runs(specs, backend, runs_root, BackendCache(backend))
+    t = Table(title=f"{specs[0].matrix}: {len(specs)} run(s) -> {args.backend}")
+    for c in ("run", "action", "job / note"):
+        t.add_column(c)
+    colors = {"submitted": "green", "skipped": "white", "failed": "red"}
+    for r in results:
+        t.add_row(r.spec.name, f"[{colors[r.action]}]{r.action}[/]", r.note)
+    out.print(t)
+    if any(s.tracking.enabled and not (s.tracking.space_id or s.tracking.server_url) for s in specs):
+        err.print("note: live curves stay inside the job unless tracking.space_id is set; history.json still comes back")
+    for r in results:
+        if r.job is not None and r.action == "submitted":
+            err.print(f"{r.spec.name}: {json.dumps(asdict(r.job))}", highlight=False)
+    err.print(f"follow: python launch.py status --matrix {matrix.path}" + (" --smoke" if args.smoke else ""))
+    return 1 if any(r.action == "failed" for r in results) else 0
+
+
+def refresh_remote(specs, args) -> None:
+    from trainyard.backends.remote import refresh_all
+
+    for warning in refresh_all(specs, Path(args.runs_dir)):
+        err.print(f"[yellow]warning[/]: {warning}", highlight=False)
+
+
+def remote_logs(rd: RunDir, follow: bool) -> int:
+    from trainyard.backends import get_backend
+
+    job = job_of(rd)
+    try:
+        for line in get_backend(job.backend).logs(job, follow=follow):
+            print(line, flush=True)
+    except Exception as exc:
+        print(f"cannot read the logs of {job.backend} job {job.id}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def remote_cancel(rd: RunDir) -> int:
+    from trainyard.artifacts import FINAL_STATES
+    from trainyard.backends import get_backend
+
+    job = job_of(rd)
+    if rd.state in FINAL_STATES:
+        return 0
+    try:
+        get_backend(job.backend).cancel(job)
+    except Exception as exc:
+        print(f"{rd.path.name}: cancel of {job.backend} job {job.id} failed: {exc}", file=sys.stderr)
+        return 0
+    rd.set_status("canceled", reason=f"canceled by user ({job.backend} job {job.id})")
+    return 1

@@ -43,3 +43,7 @@ class DataFormatError(ValueError):
 def did_you_mean(word: str, candidates: list[str] | set[str]) -> str:
     close = difflib.get_close_matches(word, sorted(candidates), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class BackendError(RuntimeError):
+    """A backend cannot take a run (bad flavor, no token, API refusal); the message says the fix."""

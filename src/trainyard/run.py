@@ -17,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-from trainyard.artifacts import RunDir, push_to_hub, resolve_repo_id
+from trainyard.artifacts import RunDir, push_to_hub, remote_artifacts, resolve_repo_id
 from trainyard.errors import DataFormatError
 from trainyard.spec import RunSpec
 
@@ -128,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     spec = localize_smoke_model(load_spec(args))
     run_dir = args.run_dir or os.environ.get("TRAINYARD_RUN_DIR") or RunDir.for_run("runs", spec.matrix, spec.name).path
-    return EXIT[execute(spec, RunDir(run_dir))]
+    rundir = RunDir(run_dir)
+    # Remote backends (hf-jobs) set $TRAINYARD_ARTIFACTS_REPO: the job's disk dies with it, so
+    # the run's files are mirrored to the Hub while it runs. A no-op for local runs.
+    with remote_artifacts(spec, rundir):
+        return EXIT[execute(spec, rundir)]
 
 
 if __name__ == "__main__":

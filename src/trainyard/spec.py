@@ -199,6 +199,19 @@ class HubSpec(Section):
     push: bool = False
     repo: str = Field("{user}/{matrix}-{run}", description="template: {user} {matrix} {run}")
     private: bool = True
+    artifacts_repo: str | None = Field(
+        "{user}/trainyard-runs",
+        pattern=r"^[A-Za-z0-9{}_.-]+/[A-Za-z0-9{}_.-]+$",
+        description=(
+            "remote backends (hf-jobs): private Hub *dataset* repo that receives each run's "
+            "small files (spec/status/metrics/history/README/logs, and final/ unless pushed "
+            "to its own model repo) under <matrix>/<run>/; `status`/`report` sync them back "
+            "into runs/. Template: {user} = the job's namespace. Unused by the local backend."
+        ),
+    )
+    artifacts_every: PositiveFloat = Field(
+        10, description="minutes between progress uploads to artifacts_repo (state changes upload at once)"
+    )
 
 
 class TolerationSpec(Section):

@@ -1,20 +1,19 @@
 """Backends submit runs as jobs. Only this package talks to clusters / job APIs.
 
 Each backend turns one RunSpec into one job that runs `python -m trainyard.run` on the
-spec; `local` executes them as subprocesses on this machine, the remote ones implement
-`base.Backend` and are looked up by name (imported lazily: their clients are optional).
+spec; `local` executes them as subprocesses on this machine. Remote backends implement
+`base.Backend` and register here as "module:Class" (imported only when used, so the
+Kubernetes client is not needed to run HF Jobs and vice versa).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from trainyard.backends.base import Backend
+from trainyard.backends.base import Backend
 
-# name -> "module:Class" of each remote backend (`--backend NAME`)
-REMOTE_BACKENDS = {
+REMOTE_BACKENDS: dict[str, str] = {
+    "hf-jobs": "trainyard.backends.hf_jobs:HfJobsBackend",
     "k8s": "trainyard.backends.kubernetes:KubernetesBackend",
 }
 BACKENDS = ("local", *REMOTE_BACKENDS)
@@ -24,9 +23,9 @@ _INSTANCES: dict[str, Backend] = {}  # one client per backend per process (tests
 
 
 def get_backend(name: str) -> Backend:
-    """The remote backend instance for a `--backend` name (or a JobRef's backend)."""
+    """The remote backend instance called `name` (as recorded in a JobRef)."""
     if name not in REMOTE_BACKENDS:
-        raise ValueError(f"unknown remote backend {name!r}; choose one of {sorted(REMOTE_BACKENDS)}")
+        raise KeyError(f"unknown remote backend {name!r}; known: {sorted(REMOTE_BACKENDS)}")
     if name not in _INSTANCES:
         module, cls = REMOTE_BACKENDS[name].split(":")
         _INSTANCES[name] = getattr(importlib.import_module(module), cls)()

@@ -1,0 +1,198 @@
+"""Test doubles for the Hub: a jobs HTTP server on 127.0.0.1 and an in-memory dataset repo.
+
+FakeJobsServer answers the HF Jobs routes huggingface_hub calls (`run_job`, `inspect_job`,
+`fetch_job_logs`, `cancel_job`, `whoami`) in the reply shapes its JobInfo / SSE parser
+read (huggingface_hub/_jobs_api.py, hf_api.py), and records every request, so tests
+assert on the exact HTTP body the library sends. FakeRepoStore stands in for the HfApi
+storage calls artifacts.py makes (create_repo, create_commit, snapshot_download), with
+huggingface_hub's own pattern filter, so allow/ignore patterns behave as on the Hub.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub.utils import filter_repo_objects
+
+USER = "alice"
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class FakeJob:
+    id: str
+    namespace: str
+    spec: dict[str, Any]
+    stage: str = "SCHEDULING"
+    message: str | None = None
+    logs: list[str] = field(default_factory=list)
+
+
+class FakeJobsServer:
+    def __init__(self) -> None:
+        self.requests: list[Request] = []
+        self.jobs: dict[str, FakeJob] = {}
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeJobsServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def posts(self, suffix: str = "") -> list[Request]:
+        return [r for r in self.requests if r.method == "POST" and r.path.endswith(suffix)]
+
+    def job_info(self, job: FakeJob) -> dict[str, Any]:
+        s = job.spec
+        return {
+            "id": job.id,
+            "createdAt": "2026-11-02T10:00:00.000Z",
+            "dockerImage": s.get("dockerImage"),
+            "command": s.get("command"),
+            "arguments": s.get("arguments", []),
+            "environment": s.get("environment", {}),
+            "secrets": dict.fromkeys(s.get("secrets", {})),  # names only; values are never echoed
+            "flavor": s.get("flavor"),
+            "labels": s.get("labels"),
+            "status": {"stage": job.stage, "message": job.message},
+            "owner": {"id": "5e9ecfc04957053f60648a3e", "name": job.namespace, "type": "user"},
+        }
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # keep pytest output clean
+                pass
+
+            def _record(self) -> Request:
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                body = json.loads(raw) if raw else None
+                req = Request(self.command, self.path.split("?")[0], {k.lower(): v for k, v in self.headers.items()}, body)
+                with fake._lock:
+                    fake.requests.append(req)
+                return req
+
+            def _json(self, code: int, data: Any) -> None:
+                blob = json.dumps(data).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(blob)))
+                self.end_headers()
+                self.wfile.write(blob)
+
+            def _authorized(self, req: Request) -> bool:
+                if not req.headers.get("authorization", "").startswith("Bearer "):
+                    self._json(401, {"error": "Invalid credentials in Authorization header"})
+                    return False
+                return True
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                req = self._record()
+                if not self._authorized(req):
+                    return
+                parts = req.path.strip("/").split("/")
+                if req.path == "/api/whoami-v2":
+                    return self._json(200, {"type": "user", "name": USER, "fullname": "Alice", "orgs": []})
+                if parts[:2] == ["api", "jobs"] and len(parts) == 4 and parts[3] in fake.jobs:
+                    return self._json(200, fake.job_info(fake.jobs[parts[3]]))
+                if parts[:2] == ["api", "jobs"] and len(parts) == 5 and parts[4] == "logs" and parts[3] in fake.jobs:
+                    return self._sse(fake.jobs[parts[3]])
+                self._json(404, {"error": f"no route {req.path}"})
+
+            def do_POST(self) -> None:  # noqa: N802
+                req = self._record()
+                if not self._authorized(req):
+                    return
+                parts = req.path.strip("/").split("/")
+                if parts[:2] == ["api", "jobs"] and len(parts) == 3:
+                    job = FakeJob(id=f"6900000000000000000000{len(fake.jobs):02d}", namespace=parts[2], spec=req.body)
+                    fake.jobs[job.id] = job
+                    return self._json(200, fake.job_info(job))
+                if parts[:2] == ["api", "jobs"] and len(parts) == 5 and parts[4] == "cancel" and parts[3] in fake.jobs:
+                    fake.jobs[parts[3]].stage = "CANCELED"
+                    return self._json(200, {})
+                self._json(404, {"error": f"no route {req.path}"})
+
+            def _sse(self, job: FakeJob) -> None:
+                # The real stream: one `data: {"timestamp", "data"}` event per line, a
+                # "===== Job started" banner first (the library drops it).
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")  # send_response added Date (GMT)
+                self.end_headers()
+                lines = [f"===== Job started at {datetime.now(timezone.utc).isoformat()} =====", *job.logs]
+                for i, line in enumerate(lines):
+                    event = {"timestamp": f"2026-11-02T10:00:{i:02d}.000Z", "data": line}
+                    self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                self.wfile.flush()
+
+        return Handler
+
+
+class FakeRepoStore:
+    """In-memory Hub storage: {repo_id: directory}. Duck-types the HfApi calls artifacts.py uses."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.repos: dict[str, Path] = {}
+        self.commits: list[tuple[str, str, list[str]]] = []  # (repo, message, paths)
+
+    def create_repo(self, repo_id: str, repo_type: str | None = None, private: bool | None = None, exist_ok: bool = False):
+        assert repo_type == "dataset" and private is True, (repo_type, private)
+        self.repos.setdefault(repo_id, self.root / repo_id.replace("/", "__"))
+        self.repos[repo_id].mkdir(parents=True, exist_ok=True)
+
+    def create_commit(self, repo_id: str, repo_type: str, operations, commit_message: str):
+        if repo_id not in self.repos:
+            raise _not_found(repo_id)
+        for op in operations:
+            dest = self.repos[repo_id] / op.path_in_repo
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            src = op.path_or_fileobj
+            if isinstance(src, bytes):
+                dest.write_bytes(src)
+            else:
+                shutil.copyfile(src, dest)
+        self.commits.append((repo_id, commit_message, [op.path_in_repo for op in operations]))
+
+    def files(self, repo_id: str) -> list[str]:
+        root = self.repos[repo_id]
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+    def snapshot_download(self, repo_id: str, repo_type: str, allow_patterns=None, ignore_patterns=None, local_dir=None):
+        if repo_id not in self.repos:
+            raise _not_found(repo_id)
+        for rel in filter_repo_objects(self.files(repo_id), allow_patterns=allow_patterns, ignore_patterns=ignore_patterns):
+            dest = Path(local_dir) / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.repos[repo_id] / rel, dest)
+        return str(local_dir)
+
+
+def _not_found(repo_id: str) -> Exception:
+    import httpx2
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    url = f"https://huggingface.co/api/datasets/{repo_id}"
+    return RepositoryNotFoundError(f"404 Client Error: Repository Not Found for url: {url}", response=httpx2.Response(404, request=httpx2.Request("GET", url)))
