@@ -16,6 +16,7 @@ import yaml
 pytest.importorskip("kubernetes")
 
 import trainyard.backends as backends  # noqa: E402
+import trainyard.backends.remote as remote  # noqa: E402
 from k8s_fake import FakeK8s, api_client  # noqa: E402
 from trainyard.artifacts import RunDir  # noqa: E402
 from trainyard.backends.kubernetes import KubernetesBackend, job_name  # noqa: E402
@@ -40,7 +41,14 @@ variants:
 def cluster(tmp_path, monkeypatch):
     volume = tmp_path / "volume"
     with FakeK8s({"trainyard-runs": volume}) as fake:
-        monkeypatch.setitem(backends._INSTANCES, "k8s", KubernetesBackend(api_client(fake.url), poll_s=0.01))
+        k8s = KubernetesBackend(api_client(fake.url), poll_s=0.01)
+        real = backends.get_backend
+
+        def get_backend(name):
+            return k8s if name == "k8s" else real(name)
+
+        monkeypatch.setattr(backends, "get_backend", get_backend)
+        monkeypatch.setattr(remote, "get_backend", get_backend)
         fake.volume = volume
         yield fake
 

@@ -305,7 +305,7 @@ def submit_remote(matrix: Matrix, specs, args) -> int:
         for s in specs:
             out.print(f"[bold]{s.name}[/] -> {args.backend} job:", highlight=False)
             payload = backend.render(s)
-            invalid += backend.check(payload)  # k8s: kubernetes-validate --strict, offline
+            invalid += backend.validate_payload(payload)  # k8s: kubernetes-validate --strict, offline
             print(json.dumps(payload, indent=2))
         if invalid:
             print("\n".join(["invalid payloads:"] + [f"  - {p}" for p in invalid]), file=sys.stderr)

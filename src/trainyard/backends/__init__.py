@@ -19,14 +19,9 @@ REMOTE_BACKENDS: dict[str, str] = {
 BACKENDS = ("local", *REMOTE_BACKENDS)
 
 
-_INSTANCES: dict[str, Backend] = {}  # one client per backend per process (tests put fakes here)
-
-
 def get_backend(name: str) -> Backend:
-    """The remote backend instance called `name` (as recorded in a JobRef)."""
+    """A fresh instance of the remote backend called `name` (as recorded in a JobRef)."""
     if name not in REMOTE_BACKENDS:
         raise KeyError(f"unknown remote backend {name!r}; known: {sorted(REMOTE_BACKENDS)}")
-    if name not in _INSTANCES:
-        module, cls = REMOTE_BACKENDS[name].split(":")
-        _INSTANCES[name] = getattr(importlib.import_module(module), cls)()
-    return _INSTANCES[name]
+    module, cls = REMOTE_BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), cls)()

@@ -51,7 +51,7 @@ class Backend(ABC):
     def cancel(self, job: JobRef) -> None:
         """Stop the job (idempotent)."""
 
-    def check(self, payload: dict[str, Any]) -> list[str]:
+    def validate_payload(self, payload: dict[str, Any]) -> list[str]:
         """Offline problems with a rendered payload (--dry-run); default: none known."""
         return []
 

@@ -305,7 +305,7 @@ class KubernetesBackend(Backend):
     def render(self, spec: RunSpec) -> dict[str, Any]:
         return render_job(spec)
 
-    def check(self, payload: dict[str, Any]) -> list[str]:
+    def validate_payload(self, payload: dict[str, Any]) -> list[str]:
         return validate_offline(payload)
 
     def submit(self, spec: RunSpec) -> JobRef:
