@@ -288,6 +288,29 @@ def remote_artifacts(spec: RunSpec, rundir: RunDir):
     return ArtifactUploader(rundir, repo_id, artifacts_prefix(spec.matrix, spec.name), every_s=spec.hub.artifacts_every * 60)
 
 
+def merge_run_files(rundir: RunDir, files: dict[str, bytes], *, since: float | None = None) -> list[str]:
+    """Write a remote run's fetched files ({run-relative path: bytes}) into the local run dir.
+
+    The same rules as sync_run: an earlier attempt's files (status older than `since`) are
+    ignored; status.json is merged, keeping the keys only the submitting machine knows.
+    """
+    remote_status = json.loads(files["status.json"]) if "status.json" in files else {}
+    updated = remote_status.get("updated_at")
+    if since is not None and (not isinstance(updated, (int, float)) or updated < since):
+        return []
+    for rel, data in sorted(files.items()):
+        dest = rundir.path / rel
+        if rel == "status.json":
+            local = rundir.status()
+            write_json_atomic(dest, {**local, **remote_status, **{k: local[k] for k in LOCAL_STATUS_KEYS if k in local}})
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp_dest = dest.with_name(f".{dest.name}.sync.tmp")
+            tmp_dest.write_bytes(data)
+            os.replace(tmp_dest, dest)
+    return sorted(files)
+
+
 def sync_run(rundir: RunDir, repo_id: str, prefix: str, *, since: float | None = None, include_final: bool = False, api=None) -> list[str]:
     """Copy <repo_id>/<prefix>/ (a remote run's files) into the local run directory.
 

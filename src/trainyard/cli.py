@@ -1,6 +1,6 @@
 """`python launch.py` — submit (default), validate, status, logs, cancel, report.
 
-    python launch.py --matrix jobs/X.yaml [--backend local|hf-jobs] [--smoke] [--dry-run] [--only GLOB] [--parallel N]
+    python launch.py --matrix jobs/X.yaml [--backend local|hf-jobs|k8s] [--smoke] [--dry-run] [--only GLOB] [--parallel N]
     python launch.py validate --matrix jobs/X.yaml [--smoke]
     python launch.py status   --matrix jobs/X.yaml [--smoke] [--json]
     python launch.py logs     --matrix jobs/X.yaml RUN [--follow]
@@ -313,9 +313,15 @@ def submit_remote(matrix: Matrix, specs, args) -> int:
         return 2
     if args.dry_run:
         out.print(summary_table(matrix, specs))
+        invalid = []
         for s in specs:
             out.print(f"[bold]{s.name}[/] -> {args.backend} job:", highlight=False)
-            print(json.dumps(backend.render(s), indent=2))
+            payload = backend.render(s)
+            invalid += backend.validate_payload(payload)  # k8s: kubernetes-validate --strict, offline
+            print(json.dumps(payload, indent=2))
+        if invalid:
+            print("\n".join(["invalid payloads:"] + [f"  - {p}" for p in invalid]), file=sys.stderr)
+            return 2
         out.print(f"dry run: {len(specs)} run(s) validated, nothing submitted (secrets shown as placeholders)")
         return 0
     runs_root = Path(args.runs_dir)

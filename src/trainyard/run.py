@@ -51,6 +51,16 @@ def load_spec(args: argparse.Namespace) -> RunSpec:
     return RunSpec.from_json(text)
 
 
+def localize_smoke_model(spec: RunSpec) -> RunSpec:
+    """--smoke on a remote backend: the launcher's tiny-model path does not exist in the
+    job's container, so build the same deterministic tiny model here."""
+    if not spec.smoke or Path(spec.model.name).exists():
+        return spec
+    from trainyard.fixtures.tiny_model import ensure_tiny_model
+
+    return spec.model_copy(update={"model": spec.model.model_copy(update={"name": str(ensure_tiny_model())})})
+
+
 def execute(spec: RunSpec, rundir: RunDir) -> str:
     """Run the recipe; write metrics, history, model card, status. Returns the final state."""
     from trainyard.context import RunContext
@@ -116,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spec", help="spec.json of the run (default: $TRAINYARD_SPEC)")
     p.add_argument("--run-dir", help="output directory (default: $TRAINYARD_RUN_DIR or runs/<matrix>/<run>)")
     args = p.parse_args(argv)
-    spec = load_spec(args)
+    spec = localize_smoke_model(load_spec(args))
     run_dir = args.run_dir or os.environ.get("TRAINYARD_RUN_DIR") or RunDir.for_run("runs", spec.matrix, spec.name).path
     rundir = RunDir(run_dir)
     # Remote backends (hf-jobs) set $TRAINYARD_ARTIFACTS_REPO: the job's disk dies with it, so

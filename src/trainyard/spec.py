@@ -214,12 +214,39 @@ class HubSpec(Section):
     )
 
 
+class TolerationSpec(Section):
+    """A Kubernetes pod toleration (e.g. for tainted GPU nodes)."""
+
+    key: str | None = None
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
 class ResourcesSpec(Section):
     flavor: str = Field("a100-large", description="HF Jobs hardware flavor")
     gpus: int = Field(1, ge=0)
-    cpu: str = "8"
-    memory: str = "64Gi"
+    cpu: str = Field("8", pattern=r"^\d+(\.\d+)?m?$", description="CPU quantity, e.g. 8 or 500m")
+    memory: str = Field(
+        "64Gi", pattern=r"^\d+(\.\d+)?([KMGTPE]i?)?$", description="memory quantity, e.g. 64Gi"
+    )
     timeout: str = Field("6h", pattern=r"^\d+(\.\d+)?[smhd]?$")
+    retries: int = Field(2, ge=0, description="k8s: Job backoffLimit (failed pods retried from the last checkpoint)")
+    namespace: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=63,
+        description="k8s namespace (default: $TRAINYARD_K8S_NAMESPACE or trainyard)",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="k8s nodeSelector, e.g. {nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3}"
+    )
+    tolerations: list[TolerationSpec] = Field(default_factory=list, description="k8s pod tolerations")
+    priority_class: str | None = Field(None, description="k8s PriorityClass, e.g. trainyard-batch")
+    pvc: str = Field("trainyard-runs", description="k8s PVC mounted at /output (run directories)")
+    cache_pvc: str | None = Field(
+        "trainyard-hf-cache", description="k8s PVC mounted as the HF cache (None: no cache volume)"
+    )
 
 
 class ArchitectureSpec(Section):

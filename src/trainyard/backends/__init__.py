@@ -14,6 +14,7 @@ from trainyard.backends.base import Backend
 
 REMOTE_BACKENDS: dict[str, str] = {
     "hf-jobs": "trainyard.backends.hf_jobs:HfJobsBackend",
+    "k8s": "trainyard.backends.kubernetes:KubernetesBackend",
 }
 BACKENDS = ("local", *REMOTE_BACKENDS)
 

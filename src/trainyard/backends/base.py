@@ -51,7 +51,22 @@ class Backend(ABC):
     def cancel(self, job: JobRef) -> None:
         """Stop the job (idempotent)."""
 
+    def validate_payload(self, payload: dict[str, Any]) -> list[str]:
+        """Offline problems with a rendered payload (--dry-run); default: none known."""
+        return []
 
-def job_command(spec: RunSpec) -> list[str]:
-    """The container command of every remote job."""
-    return ["python", "-m", "trainyard.run", "--run-dir", "/output/" + spec.name]
+    def fetch_results(self, jobs: list[JobRef]) -> dict[str, dict[str, bytes]]:
+        """The small result files (RESULT_FILES) of finished or running jobs, by job id.
+
+        Backends whose outputs live remotely (a volume, a Hub repo) copy them back here;
+        the caller writes them into the local run directory. Default: nothing to fetch.
+        """
+        return {}
+
+
+RESULT_FILES = ("status.json", "metrics.json", "history.json", "README.md")
+
+
+def job_command(spec: RunSpec, run_dir: str | None = None) -> list[str]:
+    """The container command of every remote job (run_dir default: /output/<run>)."""
+    return ["python", "-m", "trainyard.run", "--run-dir", run_dir or "/output/" + spec.name]

@@ -55,7 +55,7 @@ def prepare(specs: list[RunSpec], runs_root: Path) -> list[LocalJob]:
             rundir.spec_file.write_text(spec.to_json())
             resume = rundir.last_checkpoint()
             job.note = f"resumes from {Path(resume).name}" if resume else ""
-            rundir.set_status("queued", note=job.note, error=None, reason=None)
+            rundir.set_status("queued", note=job.note, error=None, reason=None, job=None)  # job: no remote job any more
         jobs.append(job)
     return jobs
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainyard.artifacts import FINAL_STATES, RunDir, artifacts_prefix, sync_run
+from trainyard.artifacts import FINAL_STATES, RunDir, artifacts_prefix, merge_run_files, sync_run
 from trainyard.backends import get_backend
 from trainyard.backends.base import Backend, JobRef
 from trainyard.errors import BackendError
@@ -119,6 +119,12 @@ def refresh(rundir: RunDir, backends: BackendCache) -> str | None:
             sync_run(rundir, repo, artifacts_prefix(rundir.path.parent.name, rundir.path.name), since=status.get("submitted_at"))
         except Exception as err:
             warning = f"{rundir.path.name}: cannot sync its files from {repo}: {err}"
+    elif remote_state != "queued":  # k8s: the files sit on a volume; the backend fetches them
+        try:
+            files = backends(job.backend).fetch_results([job]).get(job.id) or {}
+            merge_run_files(rundir, files, since=status.get("submitted_at"))
+        except Exception as err:
+            warning = f"{rundir.path.name}: cannot fetch its files from {job.backend} job {job.id}: {err}"
     state = rundir.state
     if remote_state in FINAL_STATES:
         if state not in FINAL_STATES:
