@@ -11,7 +11,7 @@ from typing import Any
 
 from trainyard.context import RunContext
 from trainyard.data.lm import load_eval_texts, load_train_texts, to_blocks
-from trainyard.metrics import canonical_dict
+from trainyard.recipes.common import log_final, save_final, train_and_summarize
 from trainyard.spec import RunSpec
 from trainyard.training_args import common_trainer_kwargs
 
@@ -73,26 +73,11 @@ def final_eval(spec: RunSpec, trainer, tokenizer, data: LMData) -> dict[str, flo
 def train_and_finish(spec: RunSpec, ctx: RunContext, trainer, tokenizer, data: LMData) -> dict[str, float]:
     """Train (resumable), then history, metrics, final per-set evaluation and final/."""
     names = list(data.eval_blocks)
-    result = trainer.train(resume_from_checkpoint=ctx.resume_from)
-    ctx.rundir.write_history(trainer.state.log_history)
-    metrics = canonical_dict(result.metrics, names, spec.eval.held_out_name)
-    if "train/loss" in metrics:
-        metrics["train/mean_loss"] = metrics["train/loss"]
-    last = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    metrics["train/loss"] = float(last[-1]) if last else metrics.get("train/loss", float("nan"))
-    runtime = result.metrics.get("train_runtime")
-    tokens = trainer.state.num_input_tokens_seen
-    if runtime:
-        metrics["train/runtime_s"] = float(runtime)
-        if tokens:
-            metrics["train/tokens"] = float(tokens)
-            metrics["train/tokens_per_second"] = tokens / runtime
+    metrics = train_and_summarize(trainer, ctx, names)
     if ctx.cancel_requested:
         return metrics
     if ctx.divergence is None and data.eval_texts:
         metrics.update(final_eval(spec, trainer, tokenizer, data))
-        if ctx.tracker is not None:
-            ctx.tracker.log({k: v for k, v in metrics.items() if k.startswith("eval/")}, step=trainer.state.global_step)
-    trainer.save_model(str(ctx.rundir.final))
-    tokenizer.save_pretrained(str(ctx.rundir.final))
+        log_final(ctx, metrics, trainer.state.global_step)
+    save_final(trainer, tokenizer, ctx)
     return metrics

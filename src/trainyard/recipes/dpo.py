@@ -25,6 +25,7 @@ from trainyard.models import (
     lora_config,
     quantization_config,
 )
+from trainyard.recipes.common import log_final, save_final, train_and_summarize
 from trainyard.spec import RunSpec
 from trainyard.training_args import common_trainer_kwargs
 
@@ -81,16 +82,8 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
     metrics: dict[str, float] = {}
     if spec.eval.tatqa and ctx.resume_from is None:
         metrics.update(_tatqa_generation(trainer.model, tokenizer, spec, ctx, prefix="tatqa_before"))
-    result = trainer.train(resume_from_checkpoint=ctx.resume_from)
-    ctx.rundir.write_history(trainer.state.log_history)
-    metrics.update(canonical_dict(result.metrics, [eval_name], eval_name))
-    if "train/loss" in metrics:
-        metrics["train/mean_loss"] = metrics["train/loss"]
+    metrics.update(train_and_summarize(trainer, ctx, [eval_name]))
     metrics.update(_last_train_logs(trainer.state.log_history, eval_name))
-    tokens_seen = trainer.state.num_input_tokens_seen
-    if tokens_seen and result.metrics.get("train_runtime"):
-        metrics["train/tokens_per_second"] = tokens_seen / result.metrics["train_runtime"]
-        metrics["train/tokens"] = float(tokens_seen)
     if ctx.cancel_requested:
         return metrics
     if ctx.divergence is None:
@@ -98,10 +91,8 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
             metrics.update(_final_eval(trainer, eval_name))
         if spec.eval.tatqa:
             metrics.update(_tatqa_generation(trainer.model, tokenizer, spec, ctx, prefix="tatqa"))
-        if ctx.tracker is not None:
-            ctx.tracker.log({k: v for k, v in metrics.items() if k.startswith(("eval/", "tatqa"))}, step=trainer.state.global_step)
-    trainer.save_model(str(ctx.rundir.final))
-    tokenizer.save_pretrained(str(ctx.rundir.final))
+        log_final(ctx, metrics, trainer.state.global_step, prefixes=("eval/", "tatqa"))
+    save_final(trainer, tokenizer, ctx)
     return metrics
 
 

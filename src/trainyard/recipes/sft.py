@@ -13,8 +13,8 @@ from trainyard.data.formats import get_format
 from trainyard.data.loading import load_examples
 from trainyard.errors import DataFormatError
 from trainyard.evaluation.trainer_eval import token_weighted_loss
-from trainyard.metrics import canonical_dict
 from trainyard.models import count_parameters, load_model, load_tokenizer, lora_config
+from trainyard.recipes.common import log_final, save_final, train_and_summarize
 from trainyard.spec import DataSpec, RunSpec
 from trainyard.training_args import common_trainer_kwargs
 
@@ -61,31 +61,13 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
         callbacks=ctx.callbacks(names),
     )
     ctx.extra_metrics.update(count_parameters(trainer.model))
-    result = trainer.train(resume_from_checkpoint=ctx.resume_from)
-    ctx.rundir.write_history(trainer.state.log_history)
-    metrics = canonical_dict(result.metrics, names, spec.eval.held_out_name)
-    if "train/loss" in metrics:
-        metrics["train/mean_loss"] = metrics["train/loss"]
-    metrics["train/loss"] = _last_train_loss(trainer.state.log_history, metrics.get("train/loss"))
-    tokens_seen = trainer.state.num_input_tokens_seen
-    if tokens_seen and result.metrics.get("train_runtime"):
-        metrics["train/tokens_per_second"] = tokens_seen / result.metrics["train_runtime"]
-        metrics["train/tokens"] = float(tokens_seen)
+    metrics = train_and_summarize(trainer, ctx, names)
     if ctx.cancel_requested:
         return metrics
     if ctx.divergence is None:
         for name, ds in trainer.eval_dataset.items() if isinstance(trainer.eval_dataset, dict) else []:
             metrics.update(token_weighted_loss(trainer, ds).to_metrics(name))
-        if ctx.tracker is not None:
-            ctx.tracker.log({k: v for k, v in metrics.items() if k.startswith("eval/")}, step=trainer.state.global_step)
-    trainer.save_model(str(ctx.rundir.final))
-    tokenizer.save_pretrained(str(ctx.rundir.final))
+        log_final(ctx, metrics, trainer.state.global_step)
+    save_final(trainer, tokenizer, ctx)
     return metrics
 
-
-def _last_train_loss(history: list[dict], fallback: float | None) -> float:
-    """The final logged training loss (the trainer's `train_loss` is a whole-run average)."""
-    for entry in reversed(history):
-        if "loss" in entry:
-            return float(entry["loss"])
-    return float("nan") if fallback is None else fallback
