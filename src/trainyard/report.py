@@ -506,9 +506,11 @@ def build_report(matrix: Matrix, runs_root: str | Path, out_dir: str | Path, spe
     optional = [
         tatqa_table(results),
         scores_table(results, "judge", "Judge scores (MT-Bench style, 1–10)", "Mean single-answer ratings by the judge model, per turn and overall.",
-                     [("judge/turn1", "turn 1"), ("judge/turn2", "turn 2"), ("judge/overall", "overall")]),
+                     [("judge/turn1", "turn 1"), ("judge/turn2", "turn 2"), ("judge/overall", "overall"),
+                      ("judge_before/overall", "overall, before training"), ("judge/missing", "unparseable ratings")]),
         scores_table(results, "ifeval", "Instruction following (IFEval)", "Instruction-level accuracy and prompt-level (all instructions followed) success rate.",
-                     [("ifeval/instruction_accuracy", "instruction-level accuracy"), ("ifeval/prompt_accuracy", "prompt-level accuracy")]),
+                     [("ifeval/instruction_accuracy", "instruction-level accuracy"), ("ifeval/prompt_accuracy", "prompt-level accuracy"),
+                      ("ifeval_before/instruction_accuracy", "instruction-level, before training"), ("ifeval_before/prompt_accuracy", "prompt-level, before training")]),
     ]
     for t in optional:
         if t is not None:

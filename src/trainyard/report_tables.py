@@ -39,6 +39,8 @@ HIGHER_BETTER = {"exact_match", "f1", "scale_accuracy"}
 def direction(metric: str) -> Direction | None:
     """Which way is better for a metric name (None: not ranked, e.g. runtime, grad norm)."""
     leaf = metric.rsplit("/", 1)[-1]
+    if metric.startswith(("judge/", "judge_before/")) and leaf == "missing":
+        return "min"
     if metric.startswith(("judge/", "ifeval/")):
         return "max"
     if leaf in LOWER_BETTER or leaf.endswith("_loss"):
@@ -50,7 +52,7 @@ def direction(metric: str) -> Direction | None:
 
 def is_fraction(metric: str) -> bool:
     """Metrics stored as fractions in [0, 1] and shown as percentages."""
-    if metric.startswith("judge/"):
+    if metric.startswith(("judge/", "judge_before/")):
         return False
     leaf = metric.rsplit("/", 1)[-1]
     return leaf in ("exact_match", "f1", "scale_accuracy") or leaf.endswith(("accuracy", "accuracies"))
@@ -61,7 +63,7 @@ def fmt_number(metric: str, v: float) -> str:
     leaf = metric.rsplit("/", 1)[-1]
     if is_fraction(metric):
         return f"{v * 100:.1f}%"
-    if metric.startswith("judge/"):
+    if metric.startswith(("judge/", "judge_before/")) and leaf != "missing":
         return f"{v:.2f}"
     if leaf in ("perplexity", "word_perplexity"):
         if abs(v) < 1000:

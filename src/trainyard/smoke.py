@@ -46,6 +46,19 @@ def smoke_name(matrix: str) -> str:
     return f"{matrix}-smoke"
 
 
+def _smoke_generation_evals(e: dict) -> None:
+    """Judge and IFEval on the bundled fixtures; the judge replays recorded replies (no endpoint)."""
+    from trainyard.fixtures import FIXTURES_DIR
+
+    if e.get("judge"):
+        e["judge"].update(
+            questions=str(FIXTURES_DIR / "eval" / "mt_bench.jsonl"), split="train", limit=2, max_new_tokens=16,
+            base_url=None, model=None, recorded=str(FIXTURES_DIR / "eval" / "mt_bench_judge_replies.json"),
+        )
+    if e.get("ifeval"):
+        e["ifeval"].update(prompts=str(FIXTURES_DIR / "eval" / "ifeval.jsonl"), split="train", limit=2, max_new_tokens=16)
+
+
 def smoke_spec(spec: RunSpec, tiny_model_dir: str) -> RunSpec:
     from trainyard.data.formats import get_format
     from trainyard.fixtures import fixture_for_source
@@ -66,6 +79,7 @@ def smoke_spec(spec: RunSpec, tiny_model_dir: str) -> RunSpec:
     for ev in d["eval"]["datasets"]:
         fixture = fixture_for_source(ev["source"]) or get_format(ev["format"]).fixture
         ev.update(source=f"fixture:{fixture}", config=None, split="train", limit=SMOKE_EVAL_EXAMPLES)
+    _smoke_generation_evals(d["eval"])
     if d["eval"]["strategy"] == "steps":
         d["eval"]["steps"] = max(1, SMOKE_MAX_STEPS // 2)
     t = d["train"]

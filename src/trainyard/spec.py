@@ -134,13 +134,48 @@ class EvalSetSpec(Section):
     limit: PositiveInt | None = None
 
 
+class JudgeSpec(Section):
+    """MT-Bench-style single-answer grading by an OpenAI-compatible endpoint (or recorded replies).
+
+    The API key is read from the environment variable *named* by api_key_env; the key itself
+    never appears in a spec (remote backends pass it as a secret of the same name).
+    """
+
+    questions: str = Field("HuggingFaceH4/mt_bench_prompts", description="Hub dataset id or a local .jsonl")
+    split: str = "train"
+    limit: PositiveInt | None = None
+    base_url: str | None = Field(None, description="e.g. https://api.openai.com/v1 or a vLLM server")
+    model: str | None = Field(None, description="judge model, e.g. gpt-4o")
+    api_key_env: str | None = Field("OPENAI_API_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$")
+    recorded: str | None = Field(None, description="JSON of recorded judge replies (tests, offline)")
+    max_new_tokens: PositiveInt = 512
+
+    @model_validator(mode="after")
+    def _one_judge(self) -> JudgeSpec:
+        endpoint = self.base_url is not None or self.model is not None
+        if endpoint == (self.recorded is not None):
+            raise ValueError("eval.judge: set either base_url + model (an OpenAI-compatible endpoint) or recorded (a replies file)")
+        if endpoint and (self.base_url is None or self.model is None):
+            raise ValueError("eval.judge: an endpoint judge needs both base_url and model")
+        return self
+
+
+class IfevalSpec(Section):
+    prompts: str = Field("google/IFEval", description="Hub dataset id or a local .jsonl in IFEval's format")
+    split: str = "train"
+    limit: PositiveInt | None = None
+    max_new_tokens: PositiveInt = 1024
+
+
 class EvalSpec(Section):
     strategy: Literal["steps", "epoch", "no"] = "epoch"
     steps: PositiveInt | None = Field(None, description="eval every N steps (strategy: steps)")
     held_out_name: str = Field("heldout", pattern=r"^[A-Za-z0-9_.-]+$")
     datasets: list[EvalSetSpec] = Field(default_factory=list)
     tatqa: bool = False
-    judge: bool = False
+    judge: JudgeSpec | None = Field(None, description="MT-Bench-style judge scores after training")
+    ifeval: IfevalSpec | None = Field(None, description="IFEval instruction following after training")
+    compare_before: bool = Field(False, description="also score judge / IFEval before training (<name>_before/...)")
 
     @model_validator(mode="after")
     def _steps_need_cadence(self) -> EvalSpec:

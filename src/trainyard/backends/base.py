@@ -67,6 +67,14 @@ class Backend(ABC):
 RESULT_FILES = ("status.json", "metrics.json", "history.json", "README.md")
 
 
+def extra_secret_names(spec: RunSpec) -> list[str]:
+    """Environment variables besides HF_TOKEN a run needs as secrets (the judge's API key)."""
+    judge = spec.eval.judge
+    if judge is not None and judge.base_url and judge.api_key_env:
+        return [judge.api_key_env]
+    return []
+
+
 def job_command(spec: RunSpec, run_dir: str | None = None) -> list[str]:
     """The container command of every remote job (run_dir default: /output/<run>)."""
     return ["python", "-m", "trainyard.run", "--run-dir", run_dir or "/output/" + spec.name]

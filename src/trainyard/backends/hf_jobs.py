@@ -12,6 +12,7 @@ under <matrix>/<run>/ ($TRAINYARD_ARTIFACTS_REPO); `status` / `report` sync them
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,14 @@ from typing import Any
 from huggingface_hub import HfApi, JobHardware
 
 from trainyard.artifacts import ARTIFACTS_REPO_ENV, FINAL_STATES
-from trainyard.backends.base import RUN_DIR_ENV, SPEC_ENV, Backend, JobRef, job_command
+from trainyard.backends.base import (
+    RUN_DIR_ENV,
+    SPEC_ENV,
+    Backend,
+    JobRef,
+    extra_secret_names,
+    job_command,
+)
 from trainyard.errors import BackendError, did_you_mean
 from trainyard.spec import RunSpec
 
@@ -125,7 +133,9 @@ class HfJobsBackend(Backend):
 
     def render(self, spec: RunSpec) -> dict[str, Any]:
         user = self._namespace or USER_PLACEHOLDER  # a dry run needs no network
-        return {"namespace": user, **self.payload(spec, user), "secrets": dict.fromkeys(SECRET_NAMES, SECRET_PLACEHOLDER)}
+        secrets = dict.fromkeys(SECRET_NAMES, SECRET_PLACEHOLDER)
+        secrets.update({name: f"<secret: ${name} from your environment>" for name in extra_secret_names(spec)})
+        return {"namespace": user, **self.payload(spec, user), "secrets": secrets}
 
     # -- submit and follow
     def _token(self) -> str:
@@ -141,8 +151,13 @@ class HfJobsBackend(Backend):
         token = self._token()
         ns = self.namespace()
         payload = self.payload(spec, ns)
+        secrets = {"HF_TOKEN": token}
+        for name in extra_secret_names(spec):  # e.g. the judge's API key, read here, sent as a secret
+            if not os.environ.get(name):
+                raise BackendError(f"hf-jobs: run {spec.name!r} has eval.judge.api_key_env={name}, but ${name} is not set here; export it (it travels only as a job secret)")
+            secrets[name] = os.environ[name]
         try:
-            info = self.api.run_job(**payload, secrets={"HF_TOKEN": token}, namespace=ns)
+            info = self.api.run_job(**payload, secrets=secrets, namespace=ns)
         except Exception as err:
             raise BackendError(f"hf-jobs: submitting run {spec.name!r} failed: {err}") from err
         return JobRef(

@@ -35,6 +35,7 @@ from trainyard.backends.base import (
     SPEC_ENV,
     Backend,
     JobRef,
+    extra_secret_names,
     job_command,
 )
 from trainyard.spec import RunSpec
@@ -49,6 +50,7 @@ CONTAINER = "train"
 RUNNER_SERVICE_ACCOUNT = "trainyard-runner"
 ENV_CONFIGMAP = "trainyard-env"
 TOKEN_SECRET, TOKEN_KEY = "hf-token", "HF_TOKEN"
+JUDGE_SECRET = "trainyard-judge"
 GPU_RESOURCE = "nvidia.com/gpu"
 LABEL_MATRIX, LABEL_RUN, LABEL_ROLE = "trainyard.io/matrix", "trainyard.io/run", "trainyard.io/role"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
@@ -132,6 +134,8 @@ def render_job(spec: RunSpec) -> dict[str, Any]:
         # optional (public models and data work without one).
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": TOKEN_SECRET, "key": TOKEN_KEY, "optional": not spec.hub.push}}},
     ]
+    # The judge's API key: `kubectl -n trainyard create secret generic trainyard-judge --from-literal=NAME=...`
+    env += [{"name": n, "valueFrom": {"secretKeyRef": {"name": JUDGE_SECRET, "key": n}}} for n in extra_secret_names(spec)]
     mounts = [{"name": "runs", "mountPath": OUTPUT_MOUNT}, {"name": "dshm", "mountPath": "/dev/shm"}]
     volumes: list[dict[str, Any]] = [
         {"name": "runs", "persistentVolumeClaim": {"claimName": res.pvc}},

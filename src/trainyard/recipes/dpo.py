@@ -17,6 +17,7 @@ from trainyard.data.formats import get_format
 from trainyard.data.loading import load_examples
 from trainyard.data.prompt_truncation import truncate_prompts
 from trainyard.errors import DataFormatError
+from trainyard.evaluation.post_train import GENERATION_PREFIXES, generation_evals
 from trainyard.metrics import canonical_dict
 from trainyard.models import (
     count_parameters,
@@ -80,8 +81,10 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
     ctx.extra_metrics.update(count_parameters(trainer.model))
 
     metrics: dict[str, float] = {}
-    if spec.eval.tatqa and ctx.resume_from is None:
-        metrics.update(_tatqa_generation(trainer.model, tokenizer, spec, ctx, prefix="tatqa_before"))
+    if ctx.resume_from is None:
+        if spec.eval.tatqa:
+            metrics.update(_tatqa_generation(trainer.model, tokenizer, spec, ctx, prefix="tatqa_before"))
+        metrics.update(generation_evals(trainer.model, tokenizer, spec, ctx, before=True))
     metrics.update(train_and_summarize(trainer, ctx, [eval_name]))
     metrics.update(_last_train_logs(trainer.state.log_history, eval_name))
     if ctx.cancel_requested:
@@ -91,7 +94,8 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
             metrics.update(_final_eval(trainer, eval_name))
         if spec.eval.tatqa:
             metrics.update(_tatqa_generation(trainer.model, tokenizer, spec, ctx, prefix="tatqa"))
-        log_final(ctx, metrics, trainer.state.global_step, prefixes=("eval/", "tatqa"))
+        metrics.update(generation_evals(trainer.model, tokenizer, spec, ctx))
+        log_final(ctx, metrics, trainer.state.global_step, prefixes=(*GENERATION_PREFIXES, "tatqa"))
     save_final(trainer, tokenizer, ctx)
     return metrics
 

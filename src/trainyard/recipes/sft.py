@@ -12,6 +12,7 @@ from trainyard.context import RunContext
 from trainyard.data.formats import get_format
 from trainyard.data.loading import load_examples
 from trainyard.errors import DataFormatError
+from trainyard.evaluation.post_train import GENERATION_PREFIXES, generation_evals
 from trainyard.evaluation.trainer_eval import token_weighted_loss
 from trainyard.models import count_parameters, load_model, load_tokenizer, lora_config
 from trainyard.recipes.common import log_final, save_final, train_and_summarize
@@ -61,13 +62,15 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
         callbacks=ctx.callbacks(names),
     )
     ctx.extra_metrics.update(count_parameters(trainer.model))
-    metrics = train_and_summarize(trainer, ctx, names)
+    before = generation_evals(trainer.model, tokenizer, spec, ctx, before=True) if ctx.resume_from is None else {}
+    metrics = {**before, **train_and_summarize(trainer, ctx, names)}
     if ctx.cancel_requested:
         return metrics
     if ctx.divergence is None:
         for name, ds in trainer.eval_dataset.items() if isinstance(trainer.eval_dataset, dict) else []:
             metrics.update(token_weighted_loss(trainer, ds).to_metrics(name))
-        log_final(ctx, metrics, trainer.state.global_step)
+        metrics.update(generation_evals(trainer.model, tokenizer, spec, ctx))
+        log_final(ctx, metrics, trainer.state.global_step, prefixes=GENERATION_PREFIXES)
     save_final(trainer, tokenizer, ctx)
     return metrics
 
