@@ -338,21 +338,6 @@ def sync_run(rundir: RunDir, repo_id: str, prefix: str, *, since: float | None =
         src = Path(tmp) / prefix
         if not src.is_dir():
             return []
-        remote_status = read_json(src / "status.json", default={}) or {}
-        updated = remote_status.get("updated_at")
-        if since is not None and (not isinstance(updated, (int, float)) or updated < since):
-            return []  # an earlier attempt's files: the new job has not reported yet
-        changed = []
-        for path in sorted(p for p in src.rglob("*") if p.is_file()):
-            rel = path.relative_to(src).as_posix()
-            dest = rundir.path / rel
-            if rel == "status.json":
-                local = rundir.status()
-                write_json_atomic(dest, {**local, **remote_status, **{k: local[k] for k in LOCAL_STATUS_KEYS if k in local}})
-            else:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                tmp_dest = dest.with_name(f".{dest.name}.sync.tmp")
-                shutil.copyfile(path, tmp_dest)
-                os.replace(tmp_dest, dest)
-            changed.append(rel)
-        return changed
+        # final/ can be large, but reading it once beats two copies of the merge rules
+        files = {p.relative_to(src).as_posix(): p.read_bytes() for p in sorted(src.rglob("*")) if p.is_file()}
+        return merge_run_files(rundir, files, since=since)

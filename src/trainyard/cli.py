@@ -181,21 +181,30 @@ def cmd_submit(matrix: Matrix, specs, args) -> int:
                 out.print_json(s.to_json())
         out.print(f"dry run: {len(specs)} run(s) validated, nothing submitted")
         return 0
-    from trainyard.backends.local import run_local, stale_spec_problems
+    from trainyard.backends.local import run_local
 
-    stale = stale_spec_problems(specs, runs_root)
-    if stale and not args.restart:
-        print("\n".join(["refusing to start:"] + [f"  - {p}" for p in stale]), file=sys.stderr)
+    if refuse_stale(specs, runs_root, args.restart):
         return 2
-    if args.restart:
-        for s in specs:
-            rd = RunDir.for_run(runs_root, s.matrix, s.name)
-            if rd.status_file.exists():
-                rd.status_file.unlink()
     code = run_local(specs, runs_root, parallel=max(1, args.parallel), console=err)
     if specs and specs[0].tracking.enabled:
         err.print(f"curves: trackio show --project {specs[0].tracking_project}")
     return code
+
+
+def refuse_stale(specs, runs_root: Path, restart: bool) -> bool:
+    """Finished runs of a changed spec block the launch, unless --restart forgets them."""
+    from trainyard.backends.local import stale_spec_problems
+
+    stale = stale_spec_problems(specs, runs_root)
+    if stale and not restart:
+        print("\n".join(["refusing to start:"] + [f"  - {p}" for p in stale]), file=sys.stderr)
+        return True
+    if restart:
+        for s in specs:
+            rd = RunDir.for_run(runs_root, s.matrix, s.name)
+            if rd.state in ("completed", "diverged"):
+                rd.status_file.unlink()
+    return False
 
 
 def collect_status(specs, runs_root: Path) -> list[dict]:
@@ -303,7 +312,6 @@ def submit_remote(matrix: Matrix, specs, args) -> int:
     from dataclasses import asdict
 
     from trainyard.backends import get_backend
-    from trainyard.backends.local import stale_spec_problems
     from trainyard.backends.remote import BackendCache, submit_runs, validate_all
 
     backend = get_backend(args.backend)
@@ -325,15 +333,8 @@ def submit_remote(matrix: Matrix, specs, args) -> int:
         out.print(f"dry run: {len(specs)} run(s) validated, nothing submitted (secrets shown as placeholders)")
         return 0
     runs_root = Path(args.runs_dir)
-    stale = stale_spec_problems(specs, runs_root)
-    if stale and not args.restart:
-        print("\n".join(["refusing to submit:"] + [f"  - {p}" for p in stale]), file=sys.stderr)
+    if refuse_stale(specs, runs_root, args.restart):
         return 2
-    if args.restart:
-        for s in specs:
-            rd = RunDir.for_run(runs_root, s.matrix, s.name)
-            if rd.state in ("completed", "diverged"):
-                rd.status_file.unlink()
     results = submit_runs(specs, backend, runs_root, BackendCache(backend))
     t = Table(title=f"{specs[0].matrix}: {len(specs)} run(s) -> {args.backend}")
     for c in ("run", "action", "job / note"):

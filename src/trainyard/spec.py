@@ -10,22 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
-SCHEDULERS = (
-    "linear",
-    "cosine",
-    "cosine_with_restarts",
-    "polynomial",
-    "constant",
-    "constant_with_warmup",
-    "inverse_sqrt",
-    "reduce_lr_on_plateau",
-    "cosine_with_min_lr",
-    "warmup_stable_decay",
-)
 Scheduler = Literal[
     "linear",
     "cosine",
@@ -38,6 +26,7 @@ Scheduler = Literal[
     "cosine_with_min_lr",
     "warmup_stable_decay",
 ]
+SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
 
 
 class Section(BaseModel):

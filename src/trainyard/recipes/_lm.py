@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainyard.context import RunContext
-from trainyard.data.lm import load_eval_texts, load_train_texts, to_blocks
+from trainyard.data.lm import lm_collator, load_eval_texts, load_train_texts, to_blocks
 from trainyard.recipes.common import log_final, save_final, train_and_summarize
 from trainyard.spec import RunSpec
 from trainyard.training_args import common_trainer_kwargs
@@ -68,6 +68,20 @@ def final_eval(spec: RunSpec, trainer, tokenizer, data: LMData) -> dict[str, flo
                                 batch_size=spec.train.eval_batch_size or spec.train.batch_size)
         out.update(result.to_metrics(name))
     return out
+
+
+def make_trainer(trainer_cls, spec: RunSpec, ctx: RunContext, model, tokenizer, data: LMData, **extra):
+    """A transformers Trainer (or subclass) on the blocks, one eval set per named dataset."""
+    return trainer_cls(
+        model=model,
+        args=trainer_args(spec, ctx, has_eval=bool(data.eval_blocks)),
+        train_dataset=data.train,
+        eval_dataset=data.eval_blocks or None,
+        data_collator=lm_collator(tokenizer),
+        processing_class=tokenizer,
+        callbacks=ctx.callbacks(list(data.eval_blocks)),
+        **extra,
+    )
 
 
 def train_and_finish(spec: RunSpec, ctx: RunContext, trainer, tokenizer, data: LMData) -> dict[str, float]:

@@ -8,9 +8,8 @@ token-weighted loss / perplexity per set -> final/ (full model or adapter + toke
 from __future__ import annotations
 
 from trainyard.context import RunContext
-from trainyard.data.lm import lm_collator
 from trainyard.models import count_parameters, load_model, load_tokenizer, lora_config
-from trainyard.recipes._lm import blocks, load_texts, train_and_finish, trainer_args
+from trainyard.recipes._lm import blocks, load_texts, make_trainer, train_and_finish
 from trainyard.spec import RunSpec
 
 
@@ -34,13 +33,5 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
     data = blocks(spec, tokenizer, train_texts, eval_texts)
     model = build_model(spec, ctx)
     ctx.extra_metrics.update(count_parameters(model))
-    trainer = Trainer(
-        model=model,
-        args=trainer_args(spec, ctx, has_eval=bool(data.eval_blocks)),
-        train_dataset=data.train,
-        eval_dataset=data.eval_blocks or None,
-        data_collator=lm_collator(tokenizer),
-        processing_class=tokenizer,
-        callbacks=ctx.callbacks(list(data.eval_blocks)),
-    )
+    trainer = make_trainer(Trainer, spec, ctx, model, tokenizer, data)
     return train_and_finish(spec, ctx, trainer, tokenizer, data)

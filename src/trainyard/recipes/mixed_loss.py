@@ -12,11 +12,10 @@ from __future__ import annotations
 from transformers import Trainer
 
 from trainyard.context import RunContext
-from trainyard.data.lm import lm_collator
 from trainyard.losses import mixed_ce_cosine_loss
 from trainyard.metrics import safe_exp
 from trainyard.models import count_parameters, load_tokenizer
-from trainyard.recipes._lm import blocks, load_texts, train_and_finish, trainer_args
+from trainyard.recipes._lm import blocks, load_texts, make_trainer, train_and_finish
 from trainyard.recipes.clm import build_model
 from trainyard.spec import MixedLossSpec, RunSpec
 
@@ -106,16 +105,7 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
     data = blocks(spec, tokenizer, train_texts, eval_texts)
     model = build_model(spec, ctx)
     ctx.extra_metrics.update(count_parameters(model))
-    trainer = MixedLossTrainer(
-        model=model,
-        args=trainer_args(spec, ctx, has_eval=bool(data.eval_blocks)),
-        train_dataset=data.train,
-        eval_dataset=data.eval_blocks or None,
-        data_collator=lm_collator(tokenizer),
-        processing_class=tokenizer,
-        callbacks=ctx.callbacks(list(data.eval_blocks)),
-        mixed_loss=spec.mixed_loss,
-    )
+    trainer = make_trainer(MixedLossTrainer, spec, ctx, model, tokenizer, data, mixed_loss=spec.mixed_loss)
     metrics = train_and_finish(spec, ctx, trainer, tokenizer, data)
     if ctx.divergence is None and not ctx.cancel_requested:
         # Final eval/<name>/loss is CE (comparable across α, T); add the objective's parts.

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from trainyard.arch import build_model, count_parameters, describe, model_memory_mb
 from trainyard.context import RunContext
-from trainyard.data.lm import lm_collator
 from trainyard.errors import DataFormatError
-from trainyard.recipes._lm import blocks, load_texts, train_and_finish, trainer_args
+from trainyard.recipes._lm import blocks, load_texts, make_trainer, train_and_finish
 from trainyard.spec import RunSpec
 
 
@@ -67,13 +66,5 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
         "model/memory_mb": model_memory_mb(model),
         "data/train_blocks": float(len(data.train)),
     })
-    trainer = Trainer(
-        model=model,
-        args=trainer_args(spec, ctx, has_eval=bool(data.eval_blocks)),
-        train_dataset=data.train,
-        eval_dataset=data.eval_blocks or None,
-        data_collator=lm_collator(tokenizer),
-        processing_class=tokenizer,
-        callbacks=ctx.callbacks(list(data.eval_blocks)),
-    )
+    trainer = make_trainer(Trainer, spec, ctx, model, tokenizer, data)
     return train_and_finish(spec, ctx, trainer, tokenizer, data)
