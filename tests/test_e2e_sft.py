@@ -26,7 +26,8 @@ def launch(*args, cwd=ROOT, env=None, **kw):
 @pytest.mark.slow
 def test_rust_sft_smoke_matrix(tmp_path):
     runs = tmp_path / "runs"
-    env = {"TRACKIO_DIR": str(tmp_path / "trackio")}
+    secret = "hf_trainyardTestSecret0123456789"
+    env = {"TRACKIO_DIR": str(tmp_path / "trackio"), "HF_TOKEN": secret}
     proc = launch("--matrix", "jobs/rust_sft.yaml", "--smoke", "--runs-dir", str(runs), env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("5k", "20k-r32", "20k-2ep-restarts"):
@@ -50,6 +51,9 @@ def test_rust_sft_smoke_matrix(tmp_path):
     assert set(rows) == {"5k", "20k-r32", "20k-2ep-restarts"} and min(rows.values()) >= 4
     logged = [json.loads(r[0]) for r in db.execute("select metrics from metrics where run_name='5k'")]
     assert sum("train/loss" in m for m in logged) >= 4 and any("eval/heldout/loss" in m for m in logged)
+    # The token in the environment reaches no spec, log, metrics, card or Trackio record
+    leaks = [p for p in [*runs.rglob("*"), *(tmp_path / "trackio").rglob("*")] if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaks == [] and secret not in proc.stdout + proc.stderr
     # Running the same command again starts nothing new
     mtimes = {p: p.stat().st_mtime for p in runs.rglob("metrics.json")}
     again = launch("--matrix", "jobs/rust_sft.yaml", "--smoke", "--runs-dir", str(runs), env=env, timeout=120)
@@ -125,3 +129,20 @@ def test_bad_data_fails_that_run_only_with_a_clear_reason(tmp_path, tiny_model):
     ok = RunDir.for_run(tmp_path, small.matrix, "small").status()
     assert ok["state"] == "completed"
     assert any("limit=5000" in w and "using all of them" in w for w in ok["warnings"])
+
+
+def test_parallel_runs_and_smoke_hub_push_goes_to_the_run_dir(tmp_path, tiny_model):
+    from trainyard.backends.local import run_local
+
+    base = _spec(tiny_model, max_steps=1)
+    a = base.model_copy(update={"name": "a", "hub": base.hub.model_copy(update={"push": True, "repo": "someone/{matrix}-{run}"})})
+    b = base.model_copy(update={"name": "b"})
+    assert run_local([a, b], tmp_path, parallel=2) == 0
+    sa, sb = (RunDir.for_run(tmp_path, base.matrix, n).status() for n in ("a", "b"))
+    assert sa["state"] == sb["state"] == "completed"
+    # both ran at once: each started before the other finished
+    assert sa["started_at"] < sb["finished_at"] and sb["started_at"] < sa["finished_at"]
+    pushed = Path(sa["pushed_to"])
+    assert pushed == tmp_path / base.matrix / "a" / "hub" / "someone__rust_sft-smoke-a"
+    assert (pushed / "adapter_model.safetensors").is_file() and "rust_sft-smoke / a" in (pushed / "README.md").read_text()
+    assert "pushed_to" not in sb
