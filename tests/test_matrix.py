@@ -183,3 +183,17 @@ def test_status_reports_a_vanished_local_process_as_failed(tmp_path, capsys):
     rows = {r["run"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["5k"]["state"] == "failed" and "is gone" in rows["5k"]["error"]
     assert rows["20k-r32"]["state"] == "not started"
+
+
+def test_missing_local_files_warn_in_validate_and_block_a_local_launch(write_yaml, tmp_path, capsys):
+    from trainyard.cli import main
+
+    m = write_yaml(BASE.replace("source: fixture:strandset_rust", f"source: {tmp_path}/nope.jsonl"))
+    assert main(["validate", "--matrix", str(m)]) == 0
+    assert "local path" in capsys.readouterr().err
+    assert main(["--matrix", str(m), "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to start" in err and "key 'data.source'" in err and "nope.jsonl" in err
+    assert not (tmp_path / "runs").exists()
+    # --smoke swaps in the bundled fixture, so the pre-flight still runs
+    assert main(["--matrix", str(m), "--smoke", "--dry-run"]) == 0

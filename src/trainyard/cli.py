@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from trainyard.artifacts import RunDir
@@ -162,8 +163,22 @@ def run_options(s) -> str:
     return "; ".join(parts) or "–"
 
 
+def missing_local_files(specs) -> list[str]:
+    """Local model / data paths that do not exist (relative to the current directory)."""
+    from trainyard.spec import is_local_path
+
+    return [
+        f"run {s.name!r} | key {key!r}: local path {value!r} does not exist; create it or use a Hub id"
+        for s in specs
+        for key, value in s.sources()
+        if is_local_path(value) and not Path(value).expanduser().exists()
+    ]
+
+
 def cmd_validate(matrix: Matrix, specs, args) -> int:
     out.print(summary_table(matrix, specs))
+    for w in missing_local_files(specs):
+        err.print(f"[yellow]warning[/]: {escape(f'{matrix.path} | {w}')} (a local launch refuses to start until it exists)", highlight=False)
     out.print(f"[green]ok[/]: {len(specs)} run(s) valid")
     return 0
 
@@ -183,6 +198,10 @@ def cmd_submit(matrix: Matrix, specs, args) -> int:
         return 0
     from trainyard.backends.local import run_local
 
+    missing = missing_local_files(specs)
+    if missing:
+        print("\n".join(["refusing to start:"] + [f"  - {matrix.path} | {m}" for m in missing]), file=sys.stderr)
+        return 2
     if refuse_stale(specs, runs_root, args.restart):
         return 2
     code = run_local(specs, runs_root, parallel=max(1, args.parallel), console=err)
@@ -246,7 +265,7 @@ def cmd_status(matrix: Matrix, specs, args) -> int:
         evals = {k: v for k, v in r["metrics"].items() if k.startswith("eval/") and k.endswith("/loss")}
         ev = ", ".join(f"{k.split('/')[1]} {v:.4f}" if isinstance(v, float) else f"{k.split('/')[1]} {v}" for k, v in evals.items())
         tl = r["metrics"].get("train/loss")
-        t.add_row(r["run"], r["state"], f"{r['step']}/{r['max_steps']}" if r["step"] is not None else "", f"{tl:.4f}" if isinstance(tl, float) else "", ev, str(r["error"] or ""))
+        t.add_row(r["run"], r["state"], f"{r['step']}/{r['max_steps']}" if r["step"] is not None else "", f"{tl:.4f}" if isinstance(tl, float) else "", ev, escape(str(r["error"] or "")))
     out.print(t)
     return 0
 
@@ -341,7 +360,7 @@ def submit_remote(matrix: Matrix, specs, args) -> int:
         t.add_column(c)
     colors = {"submitted": "green", "skipped": "white", "failed": "red"}
     for r in results:
-        t.add_row(r.spec.name, f"[{colors[r.action]}]{r.action}[/]", r.note)
+        t.add_row(r.spec.name, f"[{colors[r.action]}]{r.action}[/]", escape(str(r.note or "")))
     out.print(t)
     if any(s.tracking.enabled and not (s.tracking.space_id or s.tracking.server_url) for s in specs):
         err.print("note: live curves stay inside the job unless tracking.space_id is set; history.json still comes back")
@@ -356,7 +375,7 @@ def refresh_remote(specs, args) -> None:
     from trainyard.backends.remote import refresh_all
 
     for warning in refresh_all(specs, Path(args.runs_dir)):
-        err.print(f"[yellow]warning[/]: {warning}", highlight=False)
+        err.print(f"[yellow]warning[/]: {escape(str(warning))}", highlight=False)
 
 
 def remote_logs(rd: RunDir, follow: bool) -> int:

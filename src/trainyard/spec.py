@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
@@ -412,6 +413,17 @@ class RunSpec(Section):
             raise ValueError("recipe dpo evaluates its held-out pairs (and TAT-QA with eval.tatqa: true); eval.datasets is not supported")
         return self
 
+    def sources(self) -> list[tuple[str, str]]:
+        """(key, value) of every model / data location the run reads (fixtures excluded)."""
+        e = self.eval
+        out = [("model.name", self.model.name), ("model.tokenizer", self.model.tokenizer), ("data.source", self.data.source)]
+        out += [(f"eval.datasets[{d.name}].source", d.source) for d in e.datasets]
+        if e.judge is not None:
+            out += [("eval.judge.questions", e.judge.questions), ("eval.judge.recorded", e.judge.recorded)]
+        if e.ifeval is not None:
+            out.append(("eval.ifeval.prompts", e.ifeval.prompts))
+        return [(k, v) for k, v in out if v is not None and not v.startswith("fixture:")]
+
     @property
     def tracking_project(self) -> str:
         return self.tracking.project or self.matrix
@@ -427,6 +439,14 @@ class RunSpec(Section):
     @classmethod
     def from_json(cls, text: str) -> RunSpec:
         return cls.model_validate(json.loads(text))
+
+
+LOCAL_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".txt", ".arrow")
+
+
+def is_local_path(value: str) -> bool:
+    """A model / data location on this machine rather than a Hub id."""
+    return value.startswith(("/", "./", "../", "~")) or value.endswith(LOCAL_FILE_SUFFIXES) or Path(value).expanduser().exists()
 
 
 def field_paths(model: type[BaseModel] = RunSpec, prefix: str = "") -> dict[str, Any]:

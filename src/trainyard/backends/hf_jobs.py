@@ -15,7 +15,6 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from huggingface_hub import HfApi, JobHardware
@@ -30,7 +29,7 @@ from trainyard.backends.base import (
     job_command,
 )
 from trainyard.errors import BackendError, did_you_mean
-from trainyard.spec import RunSpec
+from trainyard.spec import RunSpec, is_local_path
 
 FLAVORS = tuple(h.value for h in JobHardware)
 SECRET_NAMES = ("HF_TOKEN",)
@@ -75,16 +74,10 @@ def spec_problems(spec: RunSpec) -> list[str]:
         problems.append(f"{where}: --smoke runs use a tiny model built on this machine; run them with --backend local")
     if not spec.hub.artifacts_repo:
         problems.append(f"{where} | key 'hub.artifacts_repo': required for hf-jobs (a job's disk dies with it; results go to this Hub dataset repo), e.g. '{{user}}/trainyard-runs'")
-    local = [(k, v) for k, v in _sources(spec) if v and (v.startswith(("/", "./", "../", "~")) or Path(v).expanduser().exists())]
+    local = [(k, v) for k, v in spec.sources() if is_local_path(v)]
     for key, value in local:
         problems.append(f"{where} | key {key!r}: {value!r} is a path on this machine, which the job cannot see; push it to the Hub and use its id (or a bundled fixture:<name>)")
     return problems
-
-
-def _sources(spec: RunSpec) -> list[tuple[str, str | None]]:
-    out = [("model.name", spec.model.name), ("model.tokenizer", spec.model.tokenizer), ("data.source", spec.data.source)]
-    out += [(f"eval.datasets[{d.name}].source", d.source) for d in spec.eval.datasets]
-    return [(k, v) for k, v in out if v is not None and not v.startswith("fixture:")]
 
 
 class HfJobsBackend(Backend):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from trainyard.artifacts import FINAL_STATES, RunDir
@@ -100,7 +101,7 @@ def table(jobs: list[LocalJob], title: str) -> Table:
         loss_s = f"{loss:.4f}" if isinstance(loss, (int, float)) else ""
         elapsed = f"{time.time() - j.started:.0f}s" if j.started and state == "running" else ""
         note = st.get("error") or st.get("reason") or j.note
-        t.add_row(j.spec.name, f"[{colors.get(state, 'white')}]{state}[/]", step, loss_s, elapsed, str(note or "")[:80])
+        t.add_row(j.spec.name, f"[{colors.get(state, 'white')}]{state}[/]", step, loss_s, elapsed, escape(str(note or "")[:120]))
     return t
 
 
