@@ -36,7 +36,7 @@ def common_trainer_kwargs(spec: RunSpec, output_dir: str, precision: str, has_ev
         report_to="none",  # Trackio is wired by trainyard.tracking with our spec as config
         disable_tqdm=True,
         dataloader_num_workers=0,
-        include_num_input_tokens_seen=True,
+        include_num_input_tokens_seen="non_padding",  # tokens/s counts real tokens, not padding
     )
     if t.scheduler == "cosine_with_restarts" and t.scheduler_cycles:
         kwargs["lr_scheduler_kwargs"] = {"num_cycles": t.scheduler_cycles}

@@ -13,7 +13,7 @@ def train_and_summarize(trainer, ctx: RunContext, eval_names: list[str]) -> dict
 
     `train/loss` is the last logged training loss; the trainer's own `train_loss` is a
     whole-run average, kept as `train/mean_loss`. Throughput comes from the tokens the
-    trainer counted (include_num_input_tokens_seen) over its runtime.
+    trainer counted (non-padding, include_num_input_tokens_seen) over its runtime.
     """
     result = trainer.train(resume_from_checkpoint=ctx.resume_from)
     history = trainer.state.log_history
