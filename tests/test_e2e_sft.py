@@ -146,3 +146,19 @@ def test_parallel_runs_and_smoke_hub_push_goes_to_the_run_dir(tmp_path, tiny_mod
     assert pushed == tmp_path / base.matrix / "a" / "hub" / "someone__rust_sft-smoke-a"
     assert (pushed / "adapter_model.safetensors").is_file() and "rust_sft-smoke / a" in (pushed / "README.md").read_text()
     assert "pushed_to" not in sb
+
+
+def test_progress_is_written_while_training(tmp_path):
+    from types import SimpleNamespace
+
+    from trainyard.context import ProgressCallback, RunContext
+
+    spec = load_matrix(ROOT / "jobs/rust_sft.yaml").run("5k")
+    rd = RunDir(tmp_path / "run")
+    rd.create()
+    ctx = RunContext(spec=spec, rundir=rd, precision="fp32", device="cpu")
+    history = [{"loss": 2.5, "learning_rate": 1e-5, "step": 10}]
+    state = SimpleNamespace(global_step=10, max_steps=100, log_history=history)
+    ProgressCallback(ctx).on_log(None, state, None, logs={"loss": 2.5})
+    assert rd.status()["step"] == 10 and rd.status()["loss"] == 2.5
+    assert rd.history() == history  # report can plot an unfinished run

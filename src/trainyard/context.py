@@ -68,6 +68,8 @@ class ProgressCallback(TrainerCallback):
         if "loss" in logs:
             fields["loss"] = logs["loss"]
         self.ctx.rundir.update_progress(**fields)
+        # history.json while training too, so `report` can draw curves of unfinished runs
+        self.ctx.rundir.write_history(state.log_history)
         self.ctx.log.info("step %d/%d %s", state.global_step, state.max_steps, {k: round(v, 5) if isinstance(v, float) else v for k, v in logs.items()})
 
 
