@@ -51,6 +51,8 @@ def test_rust_sft_smoke_matrix(tmp_path):
     assert set(rows) == {"5k", "20k-r32", "20k-2ep-restarts"} and min(rows.values()) >= 4
     logged = [json.loads(r[0]) for r in db.execute("select metrics from metrics where run_name='5k'")]
     assert sum("train/loss" in m for m in logged) >= 4 and any("eval/heldout/loss" in m for m in logged)
+    during = next(m for m in logged if "eval/heldout/loss" in m)
+    assert during["eval/heldout/perplexity"] == pytest.approx(math.exp(during["eval/heldout/loss"]))
     # The token in the environment reaches no spec, log, metrics, card or Trackio record
     leaks = [p for p in [*runs.rglob("*"), *(tmp_path / "trackio").rglob("*")] if p.is_file() and secret.encode() in p.read_bytes()]
     assert leaks == [] and secret not in proc.stdout + proc.stderr

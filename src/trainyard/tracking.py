@@ -15,7 +15,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from trainyard.metrics import canonical_dict
+from trainyard.metrics import canonical_dict, safe_exp
 from trainyard.spec import RunSpec
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,11 @@ class TrackioLogger(TrainerCallback):
         if self.run is None or not logs:
             return
         metrics = canonical_dict(logs, self.eval_names, self.spec.eval.held_out_name)
+        for key, value in list(metrics.items()):
+            # in-training curves of perplexity too (the exact token-weighted value is the final one)
+            ppl_key = key.removesuffix("/loss") + "/perplexity"
+            if key.startswith("eval/") and key.endswith("/loss") and ppl_key not in metrics:
+                metrics[ppl_key] = safe_exp(value)
         finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
         if finite:
             self.log(finite, step=state.global_step)
