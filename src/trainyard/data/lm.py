@@ -10,10 +10,11 @@ than a block is dropped, except that a set too small for one block keeps what it
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 
 from trainyard.data.formats import get_format
-from trainyard.data.loading import DataStats, load_examples
+from trainyard.data.loading import DataStats, held_out_count, load_examples
 from trainyard.errors import DataFormatError
 from trainyard.spec import DataSpec, EvalSetSpec, RunSpec
 
@@ -50,7 +51,7 @@ def load_train_texts(spec: RunSpec) -> LMTexts:
         # Read unlimited, filter, then take the limit (the held-out split is sized on the limit).
         update: dict = {"limit": None}
         if data.eval_split is None:  # a held-out part of the same split: fix its size now
-            n_eval = _held_out_size(data)
+            n_eval = held_out_count(data, n_rows=sys.maxsize)
             update.update(eval_size=n_eval, eval_limit=n_eval or None)
         data = data.model_copy(update=update)
     train, held_out, stats = load_examples(data)
@@ -65,16 +66,6 @@ def load_train_texts(spec: RunSpec) -> LMTexts:
         raise DataFormatError(f"data {spec.data.source}: no text of at least lm.min_chars={min_chars} characters")
     stats.examples = len(train_texts)
     return LMTexts(train_texts, held_texts or None, stats)
-
-
-def _held_out_size(data: DataSpec) -> int:
-    if not data.eval_size:
-        return 0
-    if data.eval_size >= 1:
-        n = int(data.eval_size)
-    else:
-        n = max(1, round(data.eval_size * data.limit / (1 - data.eval_size)))
-    return min(n, data.eval_limit or n)
 
 
 def load_eval_texts(ev: EvalSetSpec) -> list[str]:
