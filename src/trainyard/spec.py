@@ -237,6 +237,15 @@ class HubSpec(Section):
     artifacts_every: PositiveFloat = Field(
         10, description="minutes between progress uploads to artifacts_repo (state changes upload at once)"
     )
+    upload_checkpoints: bool = Field(
+        True,
+        description=(
+            "remote backends (hf-jobs): mirror the latest checkpoint (only that one) to "
+            "artifacts_repo under <matrix>/<run>/checkpoints/, so a re-submitted failed, "
+            "timed-out or canceled run resumes from it. Turn off for large full fine-tunes "
+            "whose checkpoints (weights + optimizer state) are too big to upload on every save."
+        ),
+    )
 
 
 class TolerationSpec(Section):
