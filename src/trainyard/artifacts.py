@@ -302,7 +302,6 @@ def download_checkpoint(spec: RunSpec, rundir: RunDir, repo_id: str, prefix: str
             log.warning("ignoring the uploaded checkpoint %s: it has no %s", where, CHECKPOINT_COMPLETE)
             return None
         (got / CHECKPOINT_SPEC).unlink()
-        shutil.rmtree(Path(tmp) / ".cache", ignore_errors=True)
         dest = rundir.checkpoints / name
         os.replace(got, dest)
     log.info("restored checkpoint %s from %s", name, where)

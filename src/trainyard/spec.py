@@ -230,8 +230,9 @@ class HubSpec(Section):
         description=(
             "remote backends (hf-jobs): private Hub *dataset* repo that receives each run's "
             "small files (spec/status/metrics/history/README/logs, and final/ unless pushed "
-            "to its own model repo) under <matrix>/<run>/; `status`/`report` sync them back "
-            "into runs/. Template: {user} = the job's namespace. Unused by the local backend."
+            "to its own model repo) and its latest checkpoint under <matrix>/<run>/; "
+            "`status`/`report` sync the small files back into runs/. Template: {user} = the "
+            "job's namespace. Unused by the local backend."
         ),
     )
     artifacts_every: PositiveFloat = Field(
