@@ -4,8 +4,9 @@ FakeJobsServer answers the HF Jobs routes huggingface_hub calls (`run_job`, `ins
 `fetch_job_logs`, `cancel_job`, `whoami`) in the reply shapes its JobInfo / SSE parser
 read (huggingface_hub/_jobs_api.py, hf_api.py), and records every request, so tests
 assert on the exact HTTP body the library sends. FakeRepoStore stands in for the HfApi
-storage calls artifacts.py makes (create_repo, create_commit, snapshot_download), with
-huggingface_hub's own pattern filter, so allow/ignore patterns behave as on the Hub.
+storage calls artifacts.py makes (create_repo, create_commit with adds and deletes,
+list_repo_tree, snapshot_download), with huggingface_hub's own pattern filter, so
+allow/ignore patterns behave as on the Hub, and the Hub's 404s for missing repos / paths.
 """
 
 from __future__ import annotations
@@ -30,6 +31,19 @@ class Request:
     path: str
     headers: dict[str, str]
     body: Any
+
+
+@dataclass
+class Commit:
+    repo: str
+    message: str
+    added: list[str]
+    deleted: list[str]  # paths as given to CommitOperationDelete (folders end with "/")
+
+
+@dataclass
+class TreeEntry:
+    path: str  # like RepoFile / RepoFolder.path: the full path in the repo
 
 
 @dataclass
@@ -156,7 +170,7 @@ class FakeRepoStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.repos: dict[str, Path] = {}
-        self.commits: list[tuple[str, str, list[str]]] = []  # (repo, message, paths)
+        self.commits: list[Commit] = []
 
     def create_repo(self, repo_id: str, repo_type: str | None = None, private: bool | None = None, exist_ok: bool = False):
         assert repo_type == "dataset" and private is True, (repo_type, private)
@@ -164,17 +178,40 @@ class FakeRepoStore:
         self.repos[repo_id].mkdir(parents=True, exist_ok=True)
 
     def create_commit(self, repo_id: str, repo_type: str, operations, commit_message: str):
+        from huggingface_hub import CommitOperationDelete
+
         if repo_id not in self.repos:
             raise _not_found(repo_id)
-        for op in operations:
-            dest = self.repos[repo_id] / op.path_in_repo
+        root = self.repos[repo_id]
+        deletes = [op for op in operations if isinstance(op, CommitOperationDelete)]
+        adds = [op for op in operations if not isinstance(op, CommitOperationDelete)]
+        for op in deletes:  # the Hub refuses the whole commit when a path to delete is missing
+            if not (root / op.path_in_repo).exists():
+                raise _not_found(repo_id, op.path_in_repo)
+        for op in deletes:
+            target = root / op.path_in_repo
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
+        for op in adds:
+            dest = root / op.path_in_repo
             dest.parent.mkdir(parents=True, exist_ok=True)
             src = op.path_or_fileobj
             if isinstance(src, bytes):
                 dest.write_bytes(src)
             else:
                 shutil.copyfile(src, dest)
-        self.commits.append((repo_id, commit_message, [op.path_in_repo for op in operations]))
+        self.commits.append(Commit(repo_id, commit_message, [op.path_in_repo for op in adds], [op.path_in_repo for op in deletes]))
+
+    def list_repo_tree(self, repo_id: str, path_in_repo: str | None = None, *, repo_type: str | None = None, recursive: bool = False):
+        if repo_id not in self.repos:
+            raise _not_found(repo_id)
+        folder = self.repos[repo_id] / (path_in_repo or "")
+        if not folder.is_dir():
+            raise _not_found(repo_id, path_in_repo)
+        children = folder.rglob("*") if recursive else folder.iterdir()
+        return [TreeEntry(p.relative_to(self.repos[repo_id]).as_posix()) for p in sorted(children)]
 
     def files(self, repo_id: str) -> list[str]:
         root = self.repos[repo_id]
@@ -190,9 +227,12 @@ class FakeRepoStore:
         return str(local_dir)
 
 
-def _not_found(repo_id: str) -> Exception:
+def _not_found(repo_id: str, path: str | None = None) -> Exception:
     import httpx2
-    from huggingface_hub.errors import RepositoryNotFoundError
+    from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError
 
-    url = f"https://huggingface.co/api/datasets/{repo_id}"
-    return RepositoryNotFoundError(f"404 Client Error: Repository Not Found for url: {url}", response=httpx2.Response(404, request=httpx2.Request("GET", url)))
+    url = f"https://huggingface.co/api/datasets/{repo_id}" + (f"/tree/main/{path}" if path else "")
+    response = httpx2.Response(404, request=httpx2.Request("GET", url))
+    if path:
+        return RemoteEntryNotFoundError(f"404 Client Error: Entry Not Found for url: {url}", response=response)
+    return RepositoryNotFoundError(f"404 Client Error: Repository Not Found for url: {url}", response=response)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -151,10 +152,16 @@ def resolve_repo_id(template: str, matrix: str, run: str) -> str:
 # A job on HF Jobs has no disk that outlives it: the run's small files are mirrored into a
 # private Hub dataset repo (hub.artifacts_repo) under <matrix>/<run>/ while it runs, and
 # `sync_run` copies them back into the local runs/<matrix>/<run>/ for status and report.
+# The latest complete checkpoint is mirrored too (<matrix>/<run>/checkpoints/checkpoint-N/,
+# only ever one), so a re-submitted job resumes where the lost one stopped; launchers never
+# download checkpoints.
 
 ARTIFACTS_REPO_ENV = "TRAINYARD_ARTIFACTS_REPO"  # set by remote backends; unset = local run
 ARTIFACT_FILES = ("spec.json", "status.json", "metrics.json", "history.json", "README.md")
-ARTIFACT_DIRS = ("logs",)  # checkpoints/ never travel: too large for a progress mirror
+ARTIFACT_DIRS = ("logs",)  # checkpoints/ travel separately (upload_checkpoint), never in a progress upload
+CHECKPOINT_SPEC = "trainyard_spec.json"  # the spec that wrote an uploaded checkpoint, stored inside it
+CHECKPOINT_COMPLETE = "trainer_state.json"  # the Trainer writes it last into a checkpoint folder
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 LOCAL_STATUS_KEYS = ("job", "backend", "submitted_at")  # written by the submitting machine only
 
 
@@ -208,30 +215,197 @@ def upload_run_artifacts(rundir: RunDir, repo_id: str, prefix: str, *, include_f
     return [op.path_in_repo for op in ops]
 
 
+def _checkpoint_step(name: str) -> int:
+    m = _CHECKPOINT_RE.match(name)
+    return int(m.group(1)) if m else -1
+
+
+def remote_checkpoints(repo_id: str, prefix: str, *, api=None) -> list[str]:
+    """Names of the checkpoint-N folders under <prefix>/checkpoints/ in the repo, oldest first."""
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+
+    api = api or _hub_api()
+    try:
+        entries = list(api.list_repo_tree(repo_id, path_in_repo=f"{prefix}/checkpoints", repo_type="dataset"))
+    except (EntryNotFoundError, RepositoryNotFoundError):
+        return []
+    names = {e.path.rstrip("/").rsplit("/", 1)[-1] for e in entries}
+    return sorted((n for n in names if _CHECKPOINT_RE.match(n)), key=_checkpoint_step)
+
+
+def upload_checkpoint(rundir: RunDir, checkpoint: Path, repo_id: str, prefix: str, *, name: str | None = None, api=None) -> list[str]:
+    """Mirror one complete checkpoint folder to <prefix>/checkpoints/<name>/, in one commit
+    that also deletes every other uploaded checkpoint of the run: the repo holds exactly one,
+    the latest, and never a half-uploaded one next to an older one.
+
+    The run's spec.json goes inside it (CHECKPOINT_SPEC): a later job resumes from it only
+    if it runs the same spec. Returns the names of the checkpoints it deleted.
+    """
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+    api = api or _hub_api()
+    name = name or checkpoint.name
+    files = sorted(p for p in checkpoint.rglob("*") if p.is_file())
+    if not any(p.name == CHECKPOINT_COMPLETE for p in files):
+        raise ValueError(f"{checkpoint} has no {CHECKPOINT_COMPLETE}: not a complete checkpoint")
+    base = f"{prefix}/checkpoints/{name}"
+    ops: list = [CommitOperationAdd(path_in_repo=f"{base}/{p.relative_to(checkpoint).as_posix()}", path_or_fileobj=str(p)) for p in files]
+    ops.append(CommitOperationAdd(path_in_repo=f"{base}/{CHECKPOINT_SPEC}", path_or_fileobj=rundir.spec_file.read_bytes()))
+    stale = [n for n in remote_checkpoints(repo_id, prefix, api=api) if n != name]
+    ops += [CommitOperationDelete(path_in_repo=f"{prefix}/checkpoints/{n}/", is_folder=True) for n in stale]
+    message = f"trainyard {prefix}: {name}" + (f" (replaces {', '.join(stale)})" if stale else "")
+    api.create_commit(repo_id=repo_id, repo_type="dataset", operations=ops, commit_message=message)
+    return stale
+
+
+def download_checkpoint(spec: RunSpec, rundir: RunDir, repo_id: str, prefix: str, *, api=None) -> str | None:
+    """Fetch the run's uploaded checkpoint into rundir.checkpoints/ when it has none locally.
+
+    Accepted only when the spec stored with it has the fingerprint of `spec`: a changed spec
+    must not continue from another spec's weights and optimizer. Returns the local path of
+    the restored checkpoint, or None (nothing uploaded, a local one exists, other spec).
+    """
+    import logging
+    import tempfile
+
+    from trainyard.spec import RunSpec
+
+    log = logging.getLogger("trainyard.artifacts")
+    api = api or _hub_api()
+    if rundir.last_checkpoint():
+        return None  # a checkpoint on this disk (same job, or a persistent volume) wins
+    names = remote_checkpoints(repo_id, prefix, api=api)
+    if not names:
+        return None
+    name = names[-1]
+    where = f"datasets/{repo_id}/{prefix}/checkpoints/{name}"
+    rundir.checkpoints.mkdir(parents=True, exist_ok=True)
+    # Download next to the destination (same filesystem), move into place once complete.
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=rundir.path) as tmp:
+        base = f"{prefix}/checkpoints/{name}"
+        api.snapshot_download(repo_id=repo_id, repo_type="dataset", allow_patterns=[f"{base}/{CHECKPOINT_SPEC}"], local_dir=tmp)
+        got = Path(tmp) / base
+        try:
+            old = RunSpec.from_json((got / CHECKPOINT_SPEC).read_text())
+            same = old.fingerprint() == spec.fingerprint()
+        except Exception as err:  # missing, unreadable, or a schema this version rejects
+            log.warning("ignoring the uploaded checkpoint %s: cannot read the spec stored with it (%s); training starts from the beginning", where, err)
+            return None
+        if not same:
+            log.warning(
+                "ignoring the uploaded checkpoint %s: it was written by a different spec (fingerprint %s, this run %s); training starts from the beginning",
+                where, old.fingerprint(), spec.fingerprint(),
+            )
+            return None
+        api.snapshot_download(repo_id=repo_id, repo_type="dataset", allow_patterns=[f"{base}/*"], local_dir=tmp)
+        if not (got / CHECKPOINT_COMPLETE).is_file():
+            log.warning("ignoring the uploaded checkpoint %s: it has no %s", where, CHECKPOINT_COMPLETE)
+            return None
+        (got / CHECKPOINT_SPEC).unlink()
+        dest = rundir.checkpoints / name
+        os.replace(got, dest)
+    log.info("restored checkpoint %s from %s", name, where)
+    return str(dest)
+
+
 class ArtifactUploader:
     """Mirror a running run's small files into a Hub dataset repo.
 
     Uploads at once when status.json's state changes (so `running` shows up as soon as the
     run starts, and the final state as soon as it ends), and every `every_s` seconds while
-    files change (progress, history, log). On exit: one last upload, with final/ unless the
-    run already pushed it to its own model repo. Upload errors are logged, never fatal:
-    a flaky network must not kill hours of training.
+    files change (progress, history, log). Checkpoints the trainer saved (`request_checkpoint`,
+    from the on_save callback) are uploaded by the same background thread, the latest only.
+    On exit: a pending checkpoint, then one last upload, with final/ unless the run already
+    pushed it to its own model repo. Upload errors are logged, never fatal: a flaky network
+    must not kill hours of training.
     """
 
-    def __init__(self, rundir: RunDir, repo_id: str, prefix: str, every_s: float, api=None, poll_s: float = 2.0):
+    def __init__(self, rundir: RunDir, repo_id: str, prefix: str, every_s: float, api=None, poll_s: float = 2.0, checkpoints: bool = True):
         import logging
         import threading
 
         self.rundir, self.repo_id, self.prefix = rundir, repo_id, prefix
         self.every_s, self.poll_s = every_s, poll_s
+        self.checkpoints = checkpoints  # hub.upload_checkpoints
         self.api = api or _hub_api()
         self.log = logging.getLogger("trainyard.artifacts")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="trainyard-artifacts", daemon=True)
+        self._lock = threading.Lock()
+        self._pending: Path | None = None  # staged copy of the newest checkpoint not uploaded yet
+        self._retry_at = 0.0  # after a failed checkpoint upload: not before this (monotonic)
         self._last_state: str | None = None
         self._last_sig: tuple = ()
         self._last_time = 0.0
         self.uploads = 0
+        self.checkpoint_uploads: list[str] = []
+
+    @property
+    def staging(self) -> Path:
+        return self.rundir.path / ".checkpoint-upload"
+
+    def restore_checkpoint(self, spec: RunSpec) -> str | None:
+        """Before training: bring back the run's uploaded checkpoint (same spec only)."""
+        if not self.checkpoints:
+            return None
+        try:
+            return download_checkpoint(spec, self.rundir, self.repo_id, self.prefix, api=self.api)
+        except Exception as err:  # the run can still train; say why it starts over
+            self.log.error("could not fetch the uploaded checkpoint from %s/%s/checkpoints: %s; training starts from the beginning", self.repo_id, self.prefix, err)
+            return None
+
+    def request_checkpoint(self, checkpoint: str | Path) -> None:
+        """A complete checkpoint was saved: queue it for upload (replacing an older queued one).
+
+        The folder is snapshotted with hard links first, so the trainer's rotation
+        (save_total_limit) can delete it while it uploads; where links are not possible
+        the folder itself is uploaded.
+        """
+        if not self.checkpoints:
+            return
+        checkpoint = Path(checkpoint)
+        if not (checkpoint / CHECKPOINT_COMPLETE).is_file():
+            self.log.warning("not uploading %s: it has no %s", checkpoint, CHECKPOINT_COMPLETE)
+            return
+        staged = self._stage(checkpoint)
+        with self._lock:
+            old, self._pending = self._pending, staged
+            self._retry_at = 0.0
+        if old is not None and old != staged:
+            self._unstage(old)
+
+    def _stage(self, checkpoint: Path) -> Path:
+        dest = self.staging / checkpoint.name
+        shutil.rmtree(dest, ignore_errors=True)
+        try:
+            shutil.copytree(checkpoint, dest, copy_function=os.link)
+            return dest
+        except OSError as err:
+            shutil.rmtree(dest, ignore_errors=True)
+            self.log.info("cannot hard-link %s for its upload (%s); uploading it in place", checkpoint, err)
+            return checkpoint
+
+    def _unstage(self, path: Path) -> None:
+        if path.parent == self.staging:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def upload_pending_checkpoint(self) -> None:
+        with self._lock:
+            staged, self._pending = self._pending, None
+        if staged is None:
+            return
+        try:
+            deleted = upload_checkpoint(self.rundir, staged, self.repo_id, self.prefix, api=self.api)
+            self.checkpoint_uploads.append(staged.name)
+            self.log.info("uploaded %s to %s/%s/checkpoints/%s%s", staged.name, self.repo_id, self.prefix, staged.name, f" (deleted {', '.join(deleted)})" if deleted else "")
+        except Exception:
+            with self._lock:  # retry later unless a newer checkpoint came meanwhile
+                if self._pending is None:
+                    self._pending, staged = staged, None
+            raise
+        finally:
+            if staged is not None:
+                self._unstage(staged)
 
     def __enter__(self) -> ArtifactUploader:
         try:
@@ -248,6 +422,11 @@ class ArtifactUploader:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+        try:  # a canceled/timed-out job's last save is what the next job resumes from
+            self.upload_pending_checkpoint()
+        except Exception as err:
+            self.log.error("could not upload the last checkpoint to %s/%s/checkpoints: %s", self.repo_id, self.prefix, err)
+        shutil.rmtree(self.staging, ignore_errors=True)
         include_final = self.rundir.final.is_dir() and not self.rundir.status().get("pushed_to")
         try:
             self.upload(include_final=include_final)
@@ -276,6 +455,13 @@ class ArtifactUploader:
             except Exception as err:
                 self.log.warning("progress upload to %s failed (will retry): %s", self.repo_id, err)
                 self._last_time = time.monotonic()
+            if time.monotonic() < self._retry_at:
+                continue
+            try:
+                self.upload_pending_checkpoint()
+            except Exception as err:  # checkpoints are large: retry after every_s, or with the next save
+                self.log.warning("checkpoint upload to %s failed (will retry): %s", self.repo_id, err)
+                self._retry_at = time.monotonic() + self.every_s
 
 
 def remote_artifacts(spec: RunSpec, rundir: RunDir):
@@ -285,7 +471,9 @@ def remote_artifacts(spec: RunSpec, rundir: RunDir):
     repo_id = os.environ.get(ARTIFACTS_REPO_ENV)
     if not repo_id:
         return contextlib.nullcontext()
-    return ArtifactUploader(rundir, repo_id, artifacts_prefix(spec.matrix, spec.name), every_s=spec.hub.artifacts_every * 60)
+    return ArtifactUploader(
+        rundir, repo_id, artifacts_prefix(spec.matrix, spec.name), every_s=spec.hub.artifacts_every * 60, checkpoints=spec.hub.upload_checkpoints
+    )
 
 
 def merge_run_files(rundir: RunDir, files: dict[str, bytes], *, since: float | None = None) -> list[str]:
@@ -330,7 +518,8 @@ def sync_run(rundir: RunDir, repo_id: str, prefix: str, *, since: float | None =
                 repo_id=repo_id,
                 repo_type="dataset",
                 allow_patterns=[f"{prefix}/*"],
-                ignore_patterns=None if include_final else [f"{prefix}/final/*"],
+                # checkpoints are for the next job, never for the launcher
+                ignore_patterns=[f"{prefix}/checkpoints/*", *([] if include_final else [f"{prefix}/final/*"])],
                 local_dir=tmp,
             )
         except RepositoryNotFoundError:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
@@ -26,6 +28,9 @@ class RunContext:
     divergence: str | None = None  # set when the loss went non-finite
     cancel_requested: bool = False
     extra_metrics: dict[str, float] = field(default_factory=dict)
+    # set when a remote artifacts repo takes checkpoints (hf-jobs, hub.upload_checkpoints):
+    # called with each complete checkpoint folder the trainer saves
+    on_checkpoint: Callable[[Path], None] | None = None
 
     def warn(self, *messages: str) -> None:
         """Log and keep in status.json, so `status` and the live table show them."""
@@ -38,6 +43,8 @@ class RunContext:
 
     def callbacks(self, eval_names: list[str]) -> list[TrainerCallback]:
         cbs: list[TrainerCallback] = [ProgressCallback(self), DivergenceCallback(self), CancelCallback(self)]
+        if self.on_checkpoint is not None:
+            cbs.append(CheckpointUploadCallback(self))
         if self.tracker is not None:
             self.tracker.eval_names = eval_names
             cbs.append(self.tracker)
@@ -95,3 +102,18 @@ class CancelCallback(TrainerCallback):
         if self.ctx.cancel_requested:
             control.should_save = True
             control.should_training_stop = True
+
+
+class CheckpointUploadCallback(TrainerCallback):
+    """Hands each saved checkpoint to the artifacts uploader. on_save fires after the
+    Trainer has written the whole folder (trainer_state.json last) and rotated old ones."""
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero or self.ctx.on_checkpoint is None:
+            return
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            self.ctx.on_checkpoint(folder)

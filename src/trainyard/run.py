@@ -17,7 +17,13 @@ import time
 import traceback
 from pathlib import Path
 
-from trainyard.artifacts import RunDir, push_to_hub, remote_artifacts, resolve_repo_id
+from trainyard.artifacts import (
+    ArtifactUploader,
+    RunDir,
+    push_to_hub,
+    remote_artifacts,
+    resolve_repo_id,
+)
 from trainyard.errors import DataFormatError
 from trainyard.spec import RunSpec
 
@@ -61,8 +67,12 @@ def localize_smoke_model(spec: RunSpec) -> RunSpec:
     return spec.model_copy(update={"model": spec.model.model_copy(update={"name": str(ensure_tiny_model())})})
 
 
-def execute(spec: RunSpec, rundir: RunDir) -> str:
-    """Run the recipe; write metrics, history, model card, status. Returns the final state."""
+def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = None) -> str:
+    """Run the recipe; write metrics, history, model card, status. Returns the final state.
+
+    With a remote artifacts `uploader` (hf-jobs), a run dir without a checkpoint first gets
+    the run's uploaded one back (same spec only), and every new checkpoint is uploaded.
+    """
     from trainyard.context import RunContext
     from trainyard.models import device_kind, pick_precision
     from trainyard.recipes import load_recipe
@@ -71,8 +81,12 @@ def execute(spec: RunSpec, rundir: RunDir) -> str:
     log = setup_logging(rundir)
     rundir.create()
     rundir.spec_file.write_text(spec.to_json())
+    if uploader is not None:
+        uploader.restore_checkpoint(spec)
     resume = rundir.last_checkpoint()
     ctx = RunContext(spec=spec, rundir=rundir, precision=pick_precision(spec.train.precision), device=device_kind(), resume_from=resume, log=log)
+    if uploader is not None and uploader.checkpoints:
+        ctx.on_checkpoint = uploader.request_checkpoint
     ctx.install_signal_handlers()
     rundir.set_status("running", pid=os.getpid(), host=os.uname().nodename, resumed_from=resume, error=None, reason=None)
     log.info("run %s/%s: recipe=%s model=%s device=%s precision=%s%s", spec.matrix, spec.name, spec.recipe, spec.model.name, ctx.device, ctx.precision, f" resuming from {resume}" if resume else "")
@@ -130,9 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = args.run_dir or os.environ.get("TRAINYARD_RUN_DIR") or RunDir.for_run("runs", spec.matrix, spec.name).path
     rundir = RunDir(run_dir)
     # Remote backends (hf-jobs) set $TRAINYARD_ARTIFACTS_REPO: the job's disk dies with it, so
-    # the run's files are mirrored to the Hub while it runs. A no-op for local runs.
-    with remote_artifacts(spec, rundir):
-        return EXIT[execute(spec, rundir)]
+    # the run's files (and its latest checkpoint) are mirrored to the Hub while it runs, and
+    # a re-submitted run resumes from that checkpoint. A no-op for local runs.
+    with remote_artifacts(spec, rundir) as uploader:
+        return EXIT[execute(spec, rundir, uploader)]
 
 
 if __name__ == "__main__":

@@ -230,12 +230,22 @@ class HubSpec(Section):
         description=(
             "remote backends (hf-jobs): private Hub *dataset* repo that receives each run's "
             "small files (spec/status/metrics/history/README/logs, and final/ unless pushed "
-            "to its own model repo) under <matrix>/<run>/; `status`/`report` sync them back "
-            "into runs/. Template: {user} = the job's namespace. Unused by the local backend."
+            "to its own model repo) and its latest checkpoint under <matrix>/<run>/; "
+            "`status`/`report` sync the small files back into runs/. Template: {user} = the "
+            "job's namespace. Unused by the local backend."
         ),
     )
     artifacts_every: PositiveFloat = Field(
         10, description="minutes between progress uploads to artifacts_repo (state changes upload at once)"
+    )
+    upload_checkpoints: bool = Field(
+        True,
+        description=(
+            "remote backends (hf-jobs): mirror the latest checkpoint (only that one) to "
+            "artifacts_repo under <matrix>/<run>/checkpoints/, so a re-submitted failed, "
+            "timed-out or canceled run resumes from it. Turn off for large full fine-tunes "
+            "whose checkpoints (weights + optimizer state) are too big to upload on every save."
+        ),
     )
 
 

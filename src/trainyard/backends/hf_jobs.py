@@ -5,8 +5,9 @@
 The job runs `job_command(spec)` in `spec.image` on `spec.resources.flavor`, with the spec
 in $TRAINYARD_SPEC and the caller's Hugging Face token as the job secret HF_TOKEN (never
 in env, the spec, status.json or --dry-run output). The job's disk dies with it, so the
-entrypoint mirrors the run's files into the private dataset repo `hub.artifacts_repo`
-under <matrix>/<run>/ ($TRAINYARD_ARTIFACTS_REPO); `status` / `report` sync them back.
+entrypoint mirrors the run's files and its latest checkpoint into the private dataset repo
+`hub.artifacts_repo` under <matrix>/<run>/ ($TRAINYARD_ARTIFACTS_REPO); `status` / `report`
+sync the files back, and a re-submitted job of the same spec resumes from the checkpoint.
 """
 
 from __future__ import annotations
