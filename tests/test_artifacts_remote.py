@@ -333,7 +333,7 @@ def test_a_changed_spec_does_not_resume_from_an_old_checkpoint(tmp_path, store, 
     with caplog.at_level("WARNING", logger="trainyard.artifacts"):
         assert download_checkpoint(new_spec, fresh, REPO, "m/a", api=store) is None
     assert fresh.last_checkpoint() is None and not any(fresh.checkpoints.iterdir())
-    assert "written by a different spec" in caplog.text and new_spec.fingerprint() in caplog.text
+    assert "written by a different spec" in caplog.text and new_spec.training_fingerprint() in caplog.text
     # the new spec's first checkpoint replaces the old spec's one
     up = ArtifactUploader(fresh, REPO, "m/a", every_s=3600, api=store)
     up.request_checkpoint(save_checkpoint(fresh, 2))
@@ -420,3 +420,14 @@ def test_a_resubmitted_job_with_a_changed_spec_starts_over(first_job, tmp_path):
     # its own checkpoint-4 (steps 1-4 of the new spec) replaced the old spec's one
     stored = json.loads((store.repos[REPO] / spec.matrix / spec.name / "checkpoints/checkpoint-4" / CHECKPOINT_SPEC).read_text())
     assert RunSpec.model_validate(stored).fingerprint() == changed.fingerprint()
+
+
+def test_training_fingerprint_ignores_where_a_run_executes():
+    from trainyard.matrix import load_matrix
+
+    spec = load_matrix("jobs/rust_sft.yaml").run("5k")
+    longer = spec.model_copy(update={"resources": spec.resources.model_copy(update={"timeout": "24h"}), "image": "other:tag"})
+    assert longer.training_fingerprint() == spec.training_fingerprint()
+    assert longer.fingerprint() != spec.fingerprint()
+    other_lr = spec.model_copy(update={"train": spec.train.model_copy(update={"lr": 1e-4})})
+    assert other_lr.training_fingerprint() != spec.training_fingerprint()

@@ -261,8 +261,9 @@ def upload_checkpoint(rundir: RunDir, checkpoint: Path, repo_id: str, prefix: st
 def download_checkpoint(spec: RunSpec, rundir: RunDir, repo_id: str, prefix: str, *, api=None) -> str | None:
     """Fetch the run's uploaded checkpoint into rundir.checkpoints/ when it has none locally.
 
-    Accepted only when the spec stored with it has the fingerprint of `spec`: a changed spec
-    must not continue from another spec's weights and optimizer. Returns the local path of
+    Accepted only when the spec stored with it trains the same way (training_fingerprint:
+    resources, image, tracking and hub may differ, e.g. a longer timeout after a timeout);
+    a changed training spec must not continue from another spec's weights and optimizer. Returns the local path of
     the restored checkpoint, or None (nothing uploaded, a local one exists, other spec).
     """
     import logging
@@ -287,14 +288,14 @@ def download_checkpoint(spec: RunSpec, rundir: RunDir, repo_id: str, prefix: str
         got = Path(tmp) / base
         try:
             old = RunSpec.from_json((got / CHECKPOINT_SPEC).read_text())
-            same = old.fingerprint() == spec.fingerprint()
+            same = old.training_fingerprint() == spec.training_fingerprint()
         except Exception as err:  # missing, unreadable, or a schema this version rejects
             log.warning("ignoring the uploaded checkpoint %s: cannot read the spec stored with it (%s); training starts from the beginning", where, err)
             return None
         if not same:
             log.warning(
                 "ignoring the uploaded checkpoint %s: it was written by a different spec (fingerprint %s, this run %s); training starts from the beginning",
-                where, old.fingerprint(), spec.fingerprint(),
+                where, old.training_fingerprint(), spec.training_fingerprint(),
             )
             return None
         api.snapshot_download(repo_id=repo_id, repo_type="dataset", allow_patterns=[f"{base}/*"], local_dir=tmp)

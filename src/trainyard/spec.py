@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
@@ -441,6 +441,15 @@ class RunSpec(Section):
     def fingerprint(self) -> str:
         """Stable hash of the resolved spec: a run directory belongs to exactly one spec."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    # Where and how a run executes, not what it trains: changing these (a longer timeout
+    # after a job timed out, another image tag) must not stop a run resuming its checkpoint.
+    EXECUTION_SECTIONS: ClassVar[frozenset[str]] = frozenset({"resources", "image", "tracking", "hub", "description"})
+
+    def training_fingerprint(self) -> str:
+        """Hash of what determines the training trajectory: a checkpoint resumes only under it."""
+        blob = json.dumps(self.model_dump(mode="json", exclude=set(self.EXECUTION_SECTIONS)), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_json(self) -> str:
