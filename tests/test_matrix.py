@@ -197,3 +197,35 @@ def test_missing_local_files_warn_in_validate_and_block_a_local_launch(write_yam
     assert not (tmp_path / "runs").exists()
     # --smoke swaps in the bundled fixture, so the pre-flight still runs
     assert main(["--matrix", str(m), "--smoke", "--dry-run"]) == 0
+
+
+def test_a_changed_spec_is_refused_and_restart_sets_the_old_run_aside(tmp_path, capsys):
+    from trainyard.artifacts import RunDir
+    from trainyard.cli import refuse_stale
+
+    m = load_matrix("jobs/rust_sft.yaml")
+    done, stopped, same = m.run("5k"), m.run("20k-r32"), m.run("20k-2ep-restarts")
+    for spec, state in ((done, "completed"), (stopped, "canceled"), (same, "completed")):
+        rd = RunDir.for_run(tmp_path, spec.matrix, spec.name)
+        rd.create()
+        rd.spec_file.write_text(spec.to_json())
+        rd.set_status(state)
+    (RunDir.for_run(tmp_path, stopped.matrix, stopped.name).checkpoints / "checkpoint-2").mkdir()
+    (RunDir.for_run(tmp_path, stopped.matrix, stopped.name).checkpoints / "checkpoint-2" / "trainer_state.json").write_text("{}")
+
+    def changed(spec, **train):
+        return spec.model_copy(update={"train": spec.train.model_copy(update=train)})
+
+    # only where/how it runs changed: not stale
+    longer = same.model_copy(update={"resources": same.resources.model_copy(update={"timeout": "24h"})})
+    new = [changed(done, lr=1e-4), changed(stopped, lr=1e-4), longer]
+    assert refuse_stale(new, tmp_path, restart=False) is True
+    err = capsys.readouterr().err
+    assert "5k holds a completed run of a different spec" in err
+    assert "20k-r32 holds checkpoints of a different spec" in err
+    assert "20k-2ep-restarts" not in err
+    assert refuse_stale(new, tmp_path, restart=True) is False
+    moved = sorted(p.name for p in (tmp_path / "rust_sft").iterdir())
+    assert moved[0] == "20k-2ep-restarts" and any(n.startswith("5k.replaced-") for n in moved)
+    assert any(n.startswith("20k-r32.replaced-") for n in moved) and "5k" not in moved
+    assert refuse_stale(new, tmp_path, restart=False) is False  # nothing stale any more

@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", choices=BACKENDS, default="local")
     s.add_argument("--dry-run", action="store_true", help="validate and show what would be submitted; submit nothing")
     s.add_argument("--parallel", type=int, default=1, help="local backend: runs at once (default 1)")
-    s.add_argument("--restart", action="store_true", help="discard finished runs of a changed spec and train again")
+    s.add_argument("--restart", action="store_true", help="set aside run dirs of a changed spec (renamed, not deleted) and train again")
     v = sub.add_parser("validate", help="expand and validate every run; run nothing")
     common(v)
     st = sub.add_parser("status", help="state of every run of the matrix")
@@ -211,18 +211,15 @@ def cmd_submit(matrix: Matrix, specs, args) -> int:
 
 
 def refuse_stale(specs, runs_root: Path, restart: bool) -> bool:
-    """Finished runs of a changed spec block the launch, unless --restart forgets them."""
-    from trainyard.backends.local import stale_spec_problems
+    """Runs of a changed spec block the launch; --restart sets their directories aside."""
+    from trainyard.backends.local import set_aside, stale_runs
 
-    stale = stale_spec_problems(specs, runs_root)
+    stale = stale_runs(specs, runs_root)
     if stale and not restart:
-        print("\n".join(["refusing to start:"] + [f"  - {p}" for p in stale]), file=sys.stderr)
+        print("\n".join(["refusing to start:"] + [f"  - {msg}" for _, msg in stale]), file=sys.stderr)
         return True
-    if restart:
-        for s in specs:
-            rd = RunDir.for_run(runs_root, s.matrix, s.name)
-            if rd.state in ("completed", "diverged"):
-                rd.status_file.unlink()
+    for rundir, _ in stale:
+        err.print(f"--restart: moved {rundir.path} to {set_aside(rundir)}", highlight=False)
     return False
 
 

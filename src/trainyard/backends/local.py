@@ -49,7 +49,7 @@ def prepare(specs: list[RunSpec], runs_root: Path) -> list[LocalJob]:
         rundir = RunDir.for_run(runs_root, spec.matrix, spec.name)
         job = LocalJob(spec, rundir)
         existing = rundir.spec_file.is_file() and RunSpec.from_json(rundir.spec_file.read_text())
-        if existing and rundir.state in SKIP_STATES and existing.fingerprint() == spec.fingerprint():
+        if existing and rundir.state in SKIP_STATES and existing.training_fingerprint() == spec.training_fingerprint():
             job.skipped, job.note = True, f"already {rundir.state}"
         else:
             rundir.create()
@@ -61,16 +61,35 @@ def prepare(specs: list[RunSpec], runs_root: Path) -> list[LocalJob]:
     return jobs
 
 
-def stale_spec_problems(specs: list[RunSpec], runs_root: Path) -> list[str]:
-    """Run dirs holding a finished run of a *different* spec: refuse rather than mix them."""
+def stale_runs(specs: list[RunSpec], runs_root: Path) -> list[tuple[RunDir, str]]:
+    """Run dirs whose results or checkpoints come from a spec that trains differently.
+
+    Launching over them would mix two experiments under one name (or resume one spec from
+    the other's weights), so the launch is refused until they are set aside (--restart).
+    """
     out = []
     for spec in specs:
         rundir = RunDir.for_run(runs_root, spec.matrix, spec.name)
-        if rundir.spec_file.is_file() and rundir.state in SKIP_STATES:
-            old = RunSpec.from_json(rundir.spec_file.read_text())
-            if old.fingerprint() != spec.fingerprint():
-                out.append(f"{rundir.path} holds a {rundir.state} run of a different spec; move it away or pass --restart to train again")
+        if not rundir.spec_file.is_file():
+            continue
+        old = RunSpec.from_json(rundir.spec_file.read_text())
+        if old.training_fingerprint() == spec.training_fingerprint():
+            continue
+        if rundir.state in SKIP_STATES:
+            what = f"a {rundir.state} run"
+        elif rundir.last_checkpoint():
+            what = "checkpoints"
+        else:
+            continue
+        out.append((rundir, f"{rundir.path} holds {what} of a different spec; pass --restart to set it aside and train again"))
     return out
+
+
+def set_aside(rundir: RunDir) -> Path:
+    """Rename a run dir out of the way (nothing is deleted): <run>.replaced-<time>."""
+    target = rundir.path.with_name(f"{rundir.path.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    rundir.path.rename(target)
+    return target
 
 
 def _start(job: LocalJob) -> None:

@@ -69,7 +69,7 @@ def submit_runs(specs: list[RunSpec], backend: Backend, runs_root: Path, backend
     for spec in specs:
         rundir = RunDir.for_run(runs_root, spec.matrix, spec.name)
         state = rundir.state
-        if state in DONE_STATES and rundir.spec_file.is_file() and RunSpec.from_json(rundir.spec_file.read_text()).fingerprint() == spec.fingerprint():
+        if state in DONE_STATES and rundir.spec_file.is_file() and RunSpec.from_json(rundir.spec_file.read_text()).training_fingerprint() == spec.training_fingerprint():
             out.append(Submission(spec, rundir, "skipped", f"already {state}"))
             continue
         job = job_of(rundir)
