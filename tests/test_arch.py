@@ -9,11 +9,11 @@ from trainyard.arch import (
     build_config,
     build_model,
     count_config_parameters,
-    count_parameters,
     describe,
     model_memory_mb,
     smoke_architecture,
 )
+from trainyard.models import count_parameters
 from trainyard.spec import ArchitectureSpec
 
 # The study's model (issue 3, section 3).
@@ -26,7 +26,7 @@ STUDY = ArchitectureSpec(
 def test_study_config_has_exactly_25_269_120_parameters():
     assert count_config_parameters(STUDY) == 25_269_120
     model = build_model(STUDY)
-    assert count_parameters(model) == 25_269_120
+    assert count_parameters(model)["model/parameters"] == 25_269_120
     # fp32 weights: 4 bytes per parameter, plus the small rotary buffer
     assert model_memory_mb(model) == pytest.approx(25_269_120 * 4 / 2**20, rel=1e-3)
     assert describe(STUDY).startswith("25,269,120 params (llama h384 L6 H6/KV2 ffn1536 V32000, tied)")
@@ -47,7 +47,7 @@ def test_config_count_matches_the_built_model(model_type, bias, tied):
     arch = smoke_architecture(STUDY).model_copy(
         update={"model_type": model_type, "attention_bias": bias, "tie_embeddings": tied}
     )
-    assert count_parameters(build_model(arch)) == count_config_parameters(arch)
+    assert count_parameters(build_model(arch))["model/parameters"] == count_config_parameters(arch)
 
 
 def test_random_init_is_seeded():

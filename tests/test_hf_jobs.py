@@ -14,9 +14,9 @@ from trainyard import artifacts, cli
 from trainyard.artifacts import RunDir, upload_run_artifacts
 from trainyard.backends import BACKENDS, get_backend
 from trainyard.backends.base import JobRef, job_command
-from trainyard.backends.hf_jobs import FLAVORS, SECRET_PLACEHOLDER, HfJobsBackend, timeout_seconds
+from trainyard.backends.hf_jobs import FLAVORS, SECRET_PLACEHOLDER, HfJobsBackend
 from trainyard.errors import BackendError
-from trainyard.spec import RunSpec
+from trainyard.spec import RunSpec, duration_seconds
 
 TOKEN = "hf_FAKEtokenDoNotLeak0123456789abcdef"
 
@@ -70,7 +70,7 @@ def test_registered():
 
 
 def test_timeout_seconds():
-    assert [timeout_seconds(t) for t in ("6h", "90m", "45s", "120", "1.5h", "2d")] == [21600, 5400, 45, 120, 5400, 172800]
+    assert [duration_seconds(t) for t in ("6h", "90m", "45s", "120", "1.5h", "2d")] == [21600, 5400, 45, 120, 5400, 172800]
 
 
 def test_submit_sends_the_job_and_the_token_only_as_a_secret(hub, backend):

@@ -22,14 +22,16 @@ from trainyard.backends.kubernetes import (  # noqa: E402
     _client_model,
     job_name,
     label_value,
-    parse_duration,
     parse_fetch_log,
     render_fetch_pod,
     render_job,
     validate_offline,
 )
 from trainyard.matrix import load_matrix  # noqa: E402
-from trainyard.spec import RunSpec  # noqa: E402
+from trainyard.spec import (
+    RunSpec,  # noqa: E402
+    duration_seconds,
+)
 
 NS = "trainyard"
 MATRIX = """
@@ -89,9 +91,9 @@ def test_job_names_are_dns_labels_unique_per_run():
 
 
 def test_parse_duration():
-    assert [parse_duration(t) for t in ("6h", "90m", "45s", "2d", "3600", "1.5h")] == [21600, 5400, 45, 172800, 3600, 5400]
+    assert [duration_seconds(t) for t in ("6h", "90m", "45s", "2d", "3600", "1.5h")] == [21600, 5400, 45, 172800, 3600, 5400]
     with pytest.raises(ValueError, match="6h"):
-        parse_duration("six hours")
+        duration_seconds("six hours")
 
 
 # -- the rendered Job

@@ -79,11 +79,6 @@ def count_config_parameters(arch: ArchitectureSpec) -> int:
     return embed + n * per_layer + h  # + final norm
 
 
-def count_parameters(model) -> int:
-    """Unique parameters (tied embeddings count once, as model.parameters() yields them)."""
-    return sum(p.numel() for p in model.parameters())
-
-
 def model_memory_mb(model) -> float:
     """Bytes the weights and buffers occupy, in MiB (not activations or optimizer state)."""
     params = sum(p.numel() * p.element_size() for p in model.parameters())

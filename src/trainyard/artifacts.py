@@ -22,14 +22,14 @@ STATES = ("queued", "running", "completed", "failed", "diverged", "canceled")
 FINAL_STATES = ("completed", "failed", "diverged", "canceled")
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON has no inf/nan: non-finite floats become strings ("inf", "nan") so readers see them."""
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -37,7 +37,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     """Write then rename, so a reader polling the file never sees half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_json_safe(data), indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(json_safe(data), indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
 
 

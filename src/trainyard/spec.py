@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
@@ -335,6 +336,17 @@ class MixedLossSpec(Section):
     alpha: float = Field(0.5, ge=0, le=1)
     temperature: PositiveFloat = 1.0
     top_k: PositiveInt | None = Field(None, description="expected embedding over the top-k logits; default all")
+
+
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> int:
+    """'6h' / '90m' / '45s' / '2d' / '3600' (seconds) -> seconds (resources.timeout)."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip())
+    if not m:
+        raise ValueError(f"bad duration {text!r}: use a number with s, m, h or d, e.g. 6h")
+    return int(float(m.group(1)) * DURATION_UNITS[m.group(2)])
 
 
 class RunSpec(Section):

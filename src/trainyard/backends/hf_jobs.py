@@ -30,7 +30,7 @@ from trainyard.backends.base import (
     job_command,
 )
 from trainyard.errors import BackendError, did_you_mean
-from trainyard.spec import RunSpec, is_local_path
+from trainyard.spec import RunSpec, duration_seconds, is_local_path
 
 FLAVORS = tuple(h.value for h in JobHardware)
 SECRET_NAMES = ("HF_TOKEN",)
@@ -46,16 +46,6 @@ STAGE_STATE = {
     "CANCELED": "canceled",
     "DELETED": "canceled",
 }
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def timeout_seconds(text: str) -> int:
-    """'6h' -> 21600; a bare number is seconds (HF's and ResourcesSpec's convention)."""
-    unit = text[-1] if text[-1] in _UNITS else "s"
-    number = text[:-1] if text[-1] in _UNITS else text
-    return int(float(number) * _UNITS[unit])
-
-
 def _label(value: str) -> str:
     # Job labels/names are also stored as tags: alphanumerics, '-' and '_' only.
     return re.sub(r"[^A-Za-z0-9_-]", "-", value)
@@ -120,7 +110,7 @@ class HfJobsBackend(Backend):
                 "HF_XET_HIGH_PERFORMANCE": "1",
             },
             "flavor": spec.resources.flavor,
-            "timeout": timeout_seconds(spec.resources.timeout),  # the API's default is 30 min: always ours
+            "timeout": duration_seconds(spec.resources.timeout),  # the API's default is 30 min: always ours
             "labels": {"trainyard-matrix": _label(spec.matrix), "trainyard-run": _label(spec.name)},
             "name": _label(f"trainyard-{spec.matrix}-{spec.name}"),
         }

@@ -38,7 +38,7 @@ from trainyard.backends.base import (
     extra_secret_names,
     job_command,
 )
-from trainyard.spec import RunSpec
+from trainyard.spec import RunSpec, duration_seconds
 
 NAMESPACE_ENV = "TRAINYARD_K8S_NAMESPACE"
 DEFAULT_NAMESPACE = "trainyard"
@@ -94,14 +94,6 @@ def label_value(text: str) -> str:
         return text
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-_.")[: 63 - 9].rstrip("-_.")
     return f"{stem}-{_digest(text)}" if stem else _digest(text)
-
-
-def parse_duration(text: str) -> int:
-    """'6h' / '90m' / '45s' / '2d' / '3600' (seconds) -> seconds (resources.timeout)."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip())
-    if not m:
-        raise ValueError(f"bad duration {text!r}: use a number with s, m, h or d, e.g. 6h")
-    return int(float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)])
 
 
 def namespace_of(spec: RunSpec) -> str:
@@ -176,7 +168,7 @@ def render_job(spec: RunSpec) -> dict[str, Any]:
         "metadata": {"name": job_name(spec.matrix, spec.name), "namespace": namespace_of(spec), "labels": labels, "annotations": annotations},
         "spec": {
             "backoffLimit": res.retries,
-            "activeDeadlineSeconds": parse_duration(res.timeout),
+            "activeDeadlineSeconds": duration_seconds(res.timeout),
             "ttlSecondsAfterFinished": TTL_AFTER_FINISHED_S,
             # never two pods of one run writing the same run directory
             "podReplacementPolicy": "Failed",

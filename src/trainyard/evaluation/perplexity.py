@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from trainyard.artifacts import json_safe
 from trainyard.evaluation.windows import Window, block_windows, rolling_windows
 from trainyard.metrics import safe_exp
 
@@ -274,13 +275,6 @@ def _model_max_positions(model) -> int | None:
     return getattr(config, "max_position_embeddings", None)
 
 
-def _json_safe(value: Any) -> Any:
-    """Strict JSON has no inf/nan: write them as "inf"/"nan" strings, as run directories do."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m trainyard.evaluation.perplexity",
@@ -327,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "max_length": max_length,
     }
     if args.json:
-        print(json.dumps({k: _json_safe(v) for k, v in report.items()}, indent=2))
+        print(json.dumps(json_safe(report), indent=2))
     else:
         print(_summary(report))
     return 0

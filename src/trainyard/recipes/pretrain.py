@@ -8,9 +8,10 @@ Reports model/parameters, model/memory_mb, train/tokens_per_second and train/run
 
 from __future__ import annotations
 
-from trainyard.arch import build_model, count_parameters, describe, model_memory_mb
+from trainyard.arch import build_model, describe, model_memory_mb
 from trainyard.context import RunContext
 from trainyard.errors import DataFormatError
+from trainyard.models import count_parameters
 from trainyard.recipes._lm import blocks, load_texts, make_trainer, train_and_finish
 from trainyard.spec import RunSpec
 
@@ -60,9 +61,8 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
     model = build_model(arch, seed=spec.train.seed, bos_token_id=tokenizer.bos_token_id,
                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     ctx.log.info("from scratch: %s", describe(arch))
+    ctx.extra_metrics.update(count_parameters(model))
     ctx.extra_metrics.update({
-        "model/parameters": float(count_parameters(model)),
-        "model/trainable_parameters": float(sum(p.numel() for p in model.parameters() if p.requires_grad)),
         "model/memory_mb": model_memory_mb(model),
         "data/train_blocks": float(len(data.train)),
     })
