@@ -4,7 +4,7 @@ FakeJobsServer answers the HF Jobs routes huggingface_hub calls (`run_job`, `ins
 `fetch_job_logs`, `cancel_job`, `whoami`) in the reply shapes its JobInfo / SSE parser
 read (huggingface_hub/_jobs_api.py, hf_api.py), and records every request, so tests
 assert on the exact HTTP body the library sends. FakeRepoStore stands in for the HfApi
-storage calls artifacts.py makes (create_repo, create_commit with adds and deletes,
+storage calls hub_storage.py makes (create_repo, create_commit with adds and deletes,
 list_repo_tree, snapshot_download), with huggingface_hub's own pattern filter, so
 allow/ignore patterns behave as on the Hub, and the Hub's 404s for missing repos / paths.
 """
@@ -165,7 +165,7 @@ class FakeJobsServer:
 
 
 class FakeRepoStore:
-    """In-memory Hub storage: {repo_id: directory}. Duck-types the HfApi calls artifacts.py uses."""
+    """In-memory Hub storage: {repo_id: directory}. Duck-types the HfApi calls hub_storage.py uses."""
 
     def __init__(self, root: Path) -> None:
         self.root = root

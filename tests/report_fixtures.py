@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from trainyard.artifacts import RunDir
 from trainyard.matrix import Matrix, load_matrix
+from trainyard.run_dir import RunDir
 
 MATRIX_YAML = """\
 name: demo

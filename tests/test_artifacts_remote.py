@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 
 from fake_hub import FakeRepoStore
-from trainyard import artifacts
-from trainyard.artifacts import (
+from trainyard import hub_storage
+from trainyard.hub_storage import (
     CHECKPOINT_SPEC,
     ArtifactUploader,
-    RunDir,
     download_checkpoint,
     remote_artifacts,
     sync_run,
     upload_run_artifacts,
 )
+from trainyard.run_dir import RunDir
 from trainyard.spec import RunSpec
 
 REPO = "alice/trainyard-runs"
@@ -124,9 +124,9 @@ def test_sync_merges_status_and_ignores_an_earlier_attempt(tmp_path, store):
 JOB_MAIN = """
 import sys
 from fake_hub import FakeRepoStore
-from trainyard import artifacts, run
+from trainyard import hub_storage, run
 store = FakeRepoStore(__import__("pathlib").Path(sys.argv[1]))
-artifacts._hub_api = lambda: store
+hub_storage._hub_api = lambda: store
 sys.exit(run.main(sys.argv[2:]))
 """
 
@@ -136,9 +136,9 @@ KILLED_JOB_MAIN = """
 import os, sys, time
 from pathlib import Path
 from fake_hub import FakeRepoStore
-from trainyard import artifacts, context, run
+from trainyard import context, hub_storage, run
 store = FakeRepoStore(Path(sys.argv[1]))
-artifacts._hub_api = lambda: store
+hub_storage._hub_api = lambda: store
 kill_at, on_log = int(os.environ["KILL_AT"]), context.ProgressCallback.on_log
 def killing_on_log(self, args, state, control, logs=None, **kw):
     on_log(self, args, state, control, logs, **kw)
@@ -171,7 +171,7 @@ def run_job(store: FakeRepoStore, spec, run_dir: Path, tmp: Path, main: str = JO
         **os.environ,
         **extra_env,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),
-        artifacts.ARTIFACTS_REPO_ENV: REPO,
+        hub_storage.ARTIFACTS_REPO_ENV: REPO,
         "TRAINYARD_SPEC": spec.to_json(),
         "TRACKIO_DIR": str(tmp / "trackio"),
     }
@@ -344,8 +344,8 @@ def test_a_changed_spec_does_not_resume_from_an_old_checkpoint(tmp_path, store, 
 def test_upload_checkpoints_off_uploads_none(tmp_path, store, spec, monkeypatch):
     off = other_spec(spec, upload_checkpoints=False)
     rd = spec_run(tmp_path / "a", off)
-    monkeypatch.setenv(artifacts.ARTIFACTS_REPO_ENV, REPO)
-    monkeypatch.setattr(artifacts, "_hub_api", lambda: store)
+    monkeypatch.setenv(hub_storage.ARTIFACTS_REPO_ENV, REPO)
+    monkeypatch.setattr(hub_storage, "_hub_api", lambda: store)
     up = remote_artifacts(off, rd)
     assert up.checkpoints is False and remote_artifacts(spec, rd).checkpoints is True
     with up:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from trainyard.artifacts import RunDir
 from trainyard.data.prompt_truncation import prompt_token_count, truncate_prompt, truncate_prompts
 from trainyard.data.tatqa_pairs import load_tatqa_pairs
 from trainyard.errors import SpecError
@@ -17,6 +16,7 @@ from trainyard.evaluation.tatqa_prompt import INSTRUCTION
 from trainyard.fixtures.tiny_model import ensure_tiny_model
 from trainyard.matrix import load_matrix
 from trainyard.metrics import canonical
+from trainyard.run_dir import RunDir
 from trainyard.smoke import smoke_spec
 from trainyard.spec import RunSpec
 

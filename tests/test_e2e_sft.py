@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from trainyard.artifacts import RunDir
 from trainyard.matrix import load_matrix
+from trainyard.run_dir import RunDir
 from trainyard.smoke import smoke_spec
 
 ROOT = Path(__file__).resolve().parents[1]

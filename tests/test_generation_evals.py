@@ -48,8 +48,8 @@ def test_judge_key_travels_only_as_a_secret(write_yaml, monkeypatch):
 
 
 def test_sft_run_records_judge_scores_before_and_after(tmp_path, write_yaml, tiny_model):
-    from trainyard.artifacts import RunDir
     from trainyard.backends.local import run_local
+    from trainyard.run_dir import RunDir
 
     spec = smoke_spec(load_matrix(write_yaml(BASE)).runs[0], tiny_model)
     spec = spec.model_copy(update={"train": spec.train.model_copy(update={"max_steps": 1})})

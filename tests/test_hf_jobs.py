@@ -10,12 +10,13 @@ import pytest
 from huggingface_hub import HfApi
 
 from fake_hub import USER, FakeJobsServer, FakeRepoStore
-from trainyard import artifacts, cli
-from trainyard.artifacts import RunDir, upload_run_artifacts
+from trainyard import cli, hub_storage
 from trainyard.backends import BACKENDS, get_backend
 from trainyard.backends.base import JobRef, job_command
 from trainyard.backends.hf_jobs import FLAVORS, SECRET_PLACEHOLDER, HfJobsBackend
 from trainyard.errors import BackendError
+from trainyard.hub_storage import upload_run_artifacts
+from trainyard.run_dir import RunDir
 from trainyard.spec import RunSpec, duration_seconds
 
 TOKEN = "hf_FAKEtokenDoNotLeak0123456789abcdef"
@@ -192,7 +193,7 @@ def test_cli_bad_flavor_submits_nothing(write_yaml, tmp_path, hub, monkeypatch, 
 def test_cli_submit_status_sync_report_cancel(write_yaml, tmp_path, hub, monkeypatch, capsys):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     store = FakeRepoStore(tmp_path / "hub")
-    monkeypatch.setattr(artifacts, "_hub_api", lambda: store)
+    monkeypatch.setattr(hub_storage, "_hub_api", lambda: store)
     matrix, runs = write_yaml(MATRIX), tmp_path / "runs"
     base = ["--matrix", str(matrix), "--runs-dir", str(runs)]
 

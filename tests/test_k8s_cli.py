@@ -18,9 +18,9 @@ pytest.importorskip("kubernetes")
 import trainyard.backends as backends  # noqa: E402
 import trainyard.backends.remote as remote  # noqa: E402
 from k8s_fake import FakeK8s, api_client  # noqa: E402
-from trainyard.artifacts import RunDir  # noqa: E402
 from trainyard.backends.kubernetes import KubernetesBackend, job_name  # noqa: E402
 from trainyard.cli import main  # noqa: E402
+from trainyard.run_dir import RunDir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "trainyard"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from trainyard.artifacts import RunDir
 from trainyard.errors import DataFormatError
 from trainyard.matrix import load_matrix
+from trainyard.run_dir import RunDir
 from trainyard.spec import EvalSetSpec
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"

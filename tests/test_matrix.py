@@ -172,8 +172,8 @@ def test_status_reports_a_vanished_local_process_as_failed(tmp_path, capsys):
     import os
     import subprocess
 
-    from trainyard.artifacts import RunDir
     from trainyard.cli import main
+    from trainyard.run_dir import RunDir
 
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -200,8 +200,8 @@ def test_missing_local_files_warn_in_validate_and_block_a_local_launch(write_yam
 
 
 def test_a_changed_spec_is_refused_and_restart_sets_the_old_run_aside(tmp_path, capsys):
-    from trainyard.artifacts import RunDir
     from trainyard.cli import refuse_stale
+    from trainyard.run_dir import RunDir
 
     m = load_matrix("jobs/rust_sft.yaml")
     done, stopped, same = m.run("5k"), m.run("20k-r32"), m.run("20k-2ep-restarts")

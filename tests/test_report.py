@@ -9,10 +9,10 @@ import struct
 import pytest
 
 from report_fixtures import FINAL_LOSS, build_runs, write_matrix
-from trainyard.artifacts import RunDir
 from trainyard.matrix import load_matrix
 from trainyard.report import build_report, param_labels, run_report
 from trainyard.report_tables import direction, fmt_number
+from trainyard.run_dir import RunDir
 
 BASE = "lr2e-5_r8"
 BEST = "lr1e-4_r8"

@@ -23,11 +23,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from trainyard.artifacts import RunDir
 from trainyard.backends import BACKENDS
 from trainyard.backends.remote import job_of
 from trainyard.errors import SpecError
 from trainyard.matrix import Matrix, load_matrix
+from trainyard.run_dir import RunDir
 
 COMMANDS = ("submit", "validate", "status", "logs", "cancel", "report")
 # Not a terminal (CI, pipes, logs): wide enough that tables are never truncated.
@@ -389,8 +389,8 @@ def remote_logs(rd: RunDir, follow: bool) -> int:
 
 
 def remote_cancel(rd: RunDir) -> int:
-    from trainyard.artifacts import FINAL_STATES
     from trainyard.backends import get_backend
+    from trainyard.run_dir import FINAL_STATES
 
     job = job_of(rd)
     if rd.state in FINAL_STATES:

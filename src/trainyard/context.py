@@ -12,7 +12,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from trainyard.artifacts import RunDir
+from trainyard.run_dir import RunDir
 from trainyard.spec import RunSpec
 
 

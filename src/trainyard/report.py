@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainyard.artifacts import RunDir, write_json_atomic
 from trainyard.evaluation.consistency import as_number, run_consistency
 from trainyard.matrix import Matrix, flatten, load_matrix
 from trainyard.report_tables import (
@@ -35,6 +34,7 @@ from trainyard.report_tables import (
     json_value,
     text_cell,
 )
+from trainyard.run_dir import RunDir, write_json_atomic
 from trainyard.smoke import smoke_name
 from trainyard.spec import RunSpec
 

@@ -17,14 +17,9 @@ import time
 import traceback
 from pathlib import Path
 
-from trainyard.artifacts import (
-    ArtifactUploader,
-    RunDir,
-    push_to_hub,
-    remote_artifacts,
-    resolve_repo_id,
-)
 from trainyard.errors import DataFormatError
+from trainyard.hub_storage import ArtifactUploader, push_to_hub, remote_artifacts, resolve_repo_id
+from trainyard.run_dir import RunDir
 from trainyard.spec import RunSpec
 
 EXIT = {"completed": 0, "failed": 1, "bad_input": 2, "diverged": 3, "canceled": 130}

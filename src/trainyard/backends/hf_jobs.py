@@ -20,7 +20,6 @@ from typing import Any
 
 from huggingface_hub import HfApi, JobHardware
 
-from trainyard.artifacts import ARTIFACTS_REPO_ENV, FINAL_STATES
 from trainyard.backends.base import (
     RUN_DIR_ENV,
     SPEC_ENV,
@@ -30,6 +29,8 @@ from trainyard.backends.base import (
     job_command,
 )
 from trainyard.errors import BackendError, did_you_mean
+from trainyard.hub_storage import ARTIFACTS_REPO_ENV
+from trainyard.run_dir import FINAL_STATES
 from trainyard.spec import RunSpec, duration_seconds, is_local_path
 
 FLAVORS = tuple(h.value for h in JobHardware)

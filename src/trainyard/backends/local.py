@@ -21,7 +21,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from trainyard.artifacts import FINAL_STATES, RunDir
+from trainyard.run_dir import FINAL_STATES, RunDir
 from trainyard.spec import RunSpec
 
 GRACE_SECONDS = 60

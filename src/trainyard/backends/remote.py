@@ -13,10 +13,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainyard.artifacts import FINAL_STATES, RunDir, artifacts_prefix, merge_run_files, sync_run
 from trainyard.backends import get_backend
 from trainyard.backends.base import Backend, JobRef
 from trainyard.errors import BackendError
+from trainyard.hub_storage import artifacts_prefix, merge_run_files, sync_run
+from trainyard.run_dir import FINAL_STATES, RunDir
 from trainyard.spec import RunSpec
 
 DONE_STATES = ("completed", "diverged")  # final results: re-submitting keeps them

@@ -27,9 +27,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from trainyard.artifacts import json_safe
 from trainyard.evaluation.windows import Window, block_windows, rolling_windows
 from trainyard.metrics import safe_exp
+from trainyard.run_dir import json_safe
 
 Mode = Literal["rolling", "block"]
 MODES: tuple[str, ...] = ("rolling", "block")

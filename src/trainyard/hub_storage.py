@@ -1,121 +1,21 @@
-"""The run directory (the only place run outputs are written) and Hub push.
-
-    runs/<matrix>/<run>/
-      spec.json  status.json  metrics.json  history.json  logs/  checkpoints/  final/  README.md
+"""The Hub side of a run's outputs: push final/ to a model repo, mirror a remote run's files
+and checkpoints into a dataset repo while it runs, and sync them back for `status` / `report`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from trainyard.run_dir import RunDir, write_json_atomic
 
 if TYPE_CHECKING:
     from trainyard.spec import RunSpec
-
-STATES = ("queued", "running", "completed", "failed", "diverged", "canceled")
-FINAL_STATES = ("completed", "failed", "diverged", "canceled")
-
-
-def json_safe(value: Any) -> Any:
-    """JSON has no inf/nan: non-finite floats become strings ("inf", "nan") so readers see them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write then rename, so a reader polling the file never sees half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(json_safe(data), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def read_json(path: Path, default: Any = None) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return default
-
-
-class RunDir:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    @classmethod
-    def for_run(cls, runs_root: str | Path, matrix: str, run: str) -> RunDir:
-        return cls(Path(runs_root) / matrix / run)
-
-    spec_file = property(lambda self: self.path / "spec.json")
-    status_file = property(lambda self: self.path / "status.json")
-    metrics_file = property(lambda self: self.path / "metrics.json")
-    history_file = property(lambda self: self.path / "history.json")
-    logs = property(lambda self: self.path / "logs")
-    log_file = property(lambda self: self.path / "logs" / "run.log")
-    checkpoints = property(lambda self: self.path / "checkpoints")
-    final = property(lambda self: self.path / "final")
-    card_file = property(lambda self: self.path / "README.md")
-
-    def create(self) -> None:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
-
-    # -- status
-    def status(self) -> dict[str, Any]:
-        return read_json(self.status_file, default={}) or {}
-
-    @property
-    def state(self) -> str | None:
-        return self.status().get("state")
-
-    def set_status(self, state: str, **fields: Any) -> dict[str, Any]:
-        assert state in STATES, state
-        status = self.status()
-        now = time.time()
-        status.update(fields)
-        status["state"] = state
-        status["updated_at"] = now
-        if state == "running" and "started_at" not in fields:
-            status.setdefault("started_at", now)
-        if state in FINAL_STATES:
-            status["finished_at"] = now
-        write_json_atomic(self.status_file, status)
-        return status
-
-    def update_progress(self, **fields: Any) -> None:
-        status = self.status()
-        status.update(fields, updated_at=time.time())
-        write_json_atomic(self.status_file, status)
-
-    # -- outputs
-    def metrics(self) -> dict[str, Any]:
-        return read_json(self.metrics_file, default={}) or {}
-
-    def write_metrics(self, metrics: dict[str, Any]) -> None:
-        write_json_atomic(self.metrics_file, dict(sorted(metrics.items())))
-
-    def write_history(self, history: list[dict[str, Any]]) -> None:
-        write_json_atomic(self.history_file, history)
-
-    def history(self) -> list[dict[str, Any]]:
-        return read_json(self.history_file, default=[]) or []
-
-    def last_checkpoint(self) -> str | None:
-        from transformers.trainer_utils import get_last_checkpoint
-
-        if not self.checkpoints.is_dir():
-            return None
-        return get_last_checkpoint(str(self.checkpoints))
 
 
 def push_to_hub(rundir: RunDir, repo_id: str, private: bool, smoke: bool) -> str:
