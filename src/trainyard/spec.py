@@ -97,8 +97,11 @@ class TrainSpec(Section):
     max_grad_norm: float = Field(1.0, gt=0)
     optimizer: str = "adamw_torch"
     max_length: PositiveInt = 1024
-    packing: bool = False
+    packing: bool = Field(False, description="sft: pack whole examples into rows (best-fit), each attending only to itself")
     completion_only_loss: bool = True
+    group_by_length: bool = Field(True, description="sft/dpo without packing: batch examples of similar length (less padding)")
+    use_liger_kernel: bool = Field(False, description="Liger fused kernels (CUDA, needs liger-kernel installed)")
+    torch_compile: bool = Field(False, description="torch.compile the model")
     gradient_checkpointing: bool = False
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     seed: int = 42
