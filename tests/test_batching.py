@@ -126,3 +126,36 @@ def test_dpo_pairs_are_grouped_by_their_longer_answer(tmp_path, tiny_model):
     batches = list(trainer.get_train_dataloader())
     assert sum(b["input_ids"].shape[0] for b in batches) == 2 * len(rows)  # chosen + rejected rows
     assert counter.fraction is not None and 0 <= counter.fraction < 1
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_token_weighted_eval_loss_equals_each_example_scored_alone(tmp_path, tiny_model, packing):
+    """The SFT recipe's final eval (sorted token-budget batches, logits only at targets) is
+    the float64 token-weighted loss of every example, packed or not."""
+    import math
+
+    from trainyard.evaluation.trainer_eval import token_weighted_loss
+
+    spec = _sft_spec(packing=packing)
+    trainer = _sft_trainer(tmp_path, tiny_model, spec, limit=24)
+    trainer.eval_dataset = {"heldout": trainer.train_dataset}
+    if packing:
+        configure_packing(trainer)
+    else:
+        enable_length_grouping(trainer)
+    trainer.args.per_device_eval_batch_size = 3
+    model = trainer.model.eval()
+    got = token_weighted_loss(trainer, trainer.eval_dataset["heldout"])
+
+    total, count = [], 0
+    for row in trainer.eval_dataset["heldout"]:
+        starts = [0]
+        if packing:
+            for n in row["seq_lengths"][:-1]:
+                starts.append(starts[-1] + n)
+        for a, b in zip(starts, [*starts[1:], len(row["input_ids"])], strict=True):
+            nll, n = _example_nll(model, row["input_ids"][a:b], row["labels"][a:b])
+            total.append(nll)
+            count += n
+    assert got.tokens == count
+    assert got.loss == pytest.approx(math.fsum(total) / count, rel=1e-6)
