@@ -154,7 +154,7 @@ sys.exit(run.main(sys.argv[2:]))
 
 @pytest.fixture(scope="module")
 def first_job(tmp_path_factory, tiny_model):
-    """A smoke run (4 steps, saves at 2 and 4) as an HF job runs it: the entrypoint in its
+    """A smoke run (4 steps, saves at 2; final/ holds step 4) as an HF job runs it: the entrypoint in its
     own process with the artifacts repo set. Its job disk is then "lost": tests use the repo."""
     from trainyard.matrix import load_matrix
     from trainyard.smoke import smoke_spec
@@ -201,8 +201,8 @@ def test_entrypoint_round_trip_through_the_artifacts_repo(tmp_path, first_job):
     files = store.files(REPO)
     for name in ("spec.json", "status.json", "metrics.json", "history.json", "README.md", "logs/run.log", "final/adapter_config.json"):
         assert f"{prefix}/{name}" in files, name
-    # saves at steps 2 and 4: the repo keeps only the last checkpoint
-    assert {f.split("/")[3] for f in files if f.startswith(f"{prefix}/checkpoints/")} == {"checkpoint-4"}
+    # saves at step 2 only: step 4 is final/, not a duplicate checkpoint
+    assert {f.split("/")[3] for f in files if f.startswith(f"{prefix}/checkpoints/")} == {"checkpoint-2"}
     local = RunDir.for_run(tmp_path / "runs", spec.matrix, spec.name)
     local.path.mkdir(parents=True)
     synced = sync_run(local, REPO, prefix, api=store)
@@ -403,7 +403,7 @@ def test_a_killed_job_is_resumed_by_the_next_one_from_its_uploaded_checkpoint(tm
     resumed = [(e["step"], e["loss"]) for e in job2.history() if "loss" in e]
     assert [n for n, _ in resumed] == [1, 2, 3, 4] and resumed[:2] == lost[:2]  # steps 1-2 came with the checkpoint
     assert "step 1/4" not in job2.log_file.read_text() and "step 3/4" in job2.log_file.read_text()  # trained 3-4 only
-    assert list(repo_checkpoints(store, prefix)) == ["checkpoint-4"]  # job 2's save replaced it
+    assert list(repo_checkpoints(store, prefix)) == ["checkpoint-2"]  # job 2 ended at step 4: final/, no checkpoint
     remote_status = json.loads((store.repos[REPO] / prefix / "status.json").read_text())
     assert remote_status["state"] == "completed" and Path(remote_status["resumed_from"]).name == "checkpoint-2"
 
@@ -419,8 +419,8 @@ def test_a_resubmitted_job_with_a_changed_spec_starts_over(first_job, tmp_path):
     assert "written by a different spec" in proc.stderr
     st = job3.status()
     assert st["state"] == "completed" and st["resumed_from"] is None
-    # its own checkpoint-4 (steps 1-4 of the new spec) replaced the old spec's one
-    stored = json.loads((store.repos[REPO] / spec.matrix / spec.name / "checkpoints/checkpoint-4" / CHECKPOINT_SPEC).read_text())
+    # its own checkpoint-2 (of the new spec) replaced the old spec's one
+    stored = json.loads((store.repos[REPO] / spec.matrix / spec.name / "checkpoints/checkpoint-2" / CHECKPOINT_SPEC).read_text())
     assert RunSpec.model_validate(stored).fingerprint() == changed.fingerprint()
 
 

@@ -85,7 +85,7 @@ def test_interrupted_run_resumes_from_last_checkpoint(tmp_path, tiny_model):
     # Simulate a crash after step 2: later checkpoint and outputs gone, state not final.
     import shutil
 
-    shutil.rmtree(rd.checkpoints / "checkpoint-4")
+    assert not (rd.checkpoints / "checkpoint-4").exists()  # the last step is final/, not a checkpoint
     shutil.rmtree(rd.final)
     rd.set_status("failed", error="simulated crash")
     assert run_local([spec], tmp_path) == 0

@@ -42,7 +42,9 @@ class RunContext:
         self.rundir.update_progress(warnings=[*warnings, *messages])
 
     def callbacks(self, eval_names: list[str]) -> list[TrainerCallback]:
-        cbs: list[TrainerCallback] = [ProgressCallback(self), DivergenceCallback(self), CancelCallback(self)]
+        from trainyard.save_policy import SkipFinalCheckpoint
+
+        cbs: list[TrainerCallback] = [ProgressCallback(self), DivergenceCallback(self), CancelCallback(self), SkipFinalCheckpoint(self)]
         if self.on_checkpoint is not None:
             cbs.append(CheckpointUploadCallback(self))
         if self.tracker is not None:
