@@ -5,7 +5,8 @@ Sides (one process each, interleaved every round, the same threads):
   batches, gradient checkpointing off, tracking on, metrics/card/final/ written);
 - TRL defaults: SFTConfig defaults (gradient checkpointing on, random batches);
 - TRL + group_by_length: gradient checkpointing off and length-grouped batches, the best
-  TRL setup without packing.
+  TRL setup without packing;
+- trainyard packed: `train.packing: true` (examples kept apart), for the packing default.
 Same loss on every side: completion-only token-weighted cross-entropy on the same
 prompt/completion rows. Throughput = non-padding input tokens / training runtime (the
 trainer's own count and clock); process wall time and fixed overhead (wall - training) too.
@@ -31,7 +32,7 @@ EXAMPLES = 96
 BATCH = 8
 MAX_LENGTH = 1024
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}
-SIDES = ("trainyard", "trl_defaults", "trl_group_by_length")
+SIDES = ("trainyard", "trl_defaults", "trl_group_by_length", "trainyard_packed")
 
 
 def prepare(work: Path) -> dict[str, Any]:
@@ -67,10 +68,11 @@ def prepare(work: Path) -> dict[str, Any]:
 
 def run_side(side: str, work: Path, round_no: int, threads: int) -> dict[str, Any]:
     env = thread_env(threads)
-    if side == "trainyard":
-        run_dir = work / f"ty-{round_no}"
+    if side.startswith("trainyard"):
+        run_dir = work / f"{side}-{round_no}"
         env["TRACKIO_DIR"] = str(work / "trackio")
-        t = run_timed([python(), "-m", "trainyard.run", "--spec", str(work / "spec.json"), "--run-dir", str(run_dir)], env)
+        spec = work / ("spec-packed.json" if side == "trainyard_packed" else "spec.json")
+        t = run_timed([python(), "-m", "trainyard.run", "--spec", str(spec), "--run-dir", str(run_dir)], env)
         if t.returncode != 0:
             raise RuntimeError(f"trainyard run failed:\n{t.stderr[-3000:]}")
         m = json.loads((run_dir / "metrics.json").read_text())
@@ -104,6 +106,7 @@ def run(work: Path, rounds: int, threads: int, log=print) -> dict[str, Any]:
         "tokens_per_s": {s: spread(v) for s, v in tps.items()},
         "ratio_vs_trl_defaults": paired(tps["trainyard"], tps["trl_defaults"]),
         "ratio_vs_trl_group_by_length": paired(tps["trainyard"], tps["trl_group_by_length"]),
+        "packed_ratio_vs_unpacked": paired(tps["trainyard_packed"], tps["trainyard"]),
         "process_ratio_vs_trl_defaults": paired(wall_tps["trainyard"], wall_tps["trl_defaults"]),
         "process_ratio_vs_trl_group_by_length": paired(wall_tps["trainyard"], wall_tps["trl_group_by_length"]),
         "overhead_s": {s: spread([x["overhead_s"] for x in results[s]]) for s in SIDES},
@@ -111,6 +114,7 @@ def run(work: Path, rounds: int, threads: int, log=print) -> dict[str, Any]:
         "train_loss": {s: [x["train_loss"] for x in results[s]] for s in SIDES},
         "loss_diff_vs_trl_group_by_length": max(abs(a["train_loss"] - b["train_loss"]) for a, b in zip(results["trainyard"], results["trl_group_by_length"], strict=True)),
         "padding_fraction": results["trainyard"][0].get("padding_fraction"),
+        "packed_padding_fraction": results["trainyard_packed"][0].get("padding_fraction"),
         "runs": results,
     }
 
