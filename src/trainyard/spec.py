@@ -95,7 +95,7 @@ class TrainSpec(Section):
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
-    optimizer: str = "adamw_torch"
+    optimizer: str = "adamw_torch_fused"  # transformers' own default on torch >= 2.8: one kernel per step
     max_length: PositiveInt = 1024
     packing: bool = Field(False, description="sft: pack whole examples into rows (best-fit), each attending only to itself")
     completion_only_loss: bool = True

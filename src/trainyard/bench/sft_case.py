@@ -52,6 +52,8 @@ def prepare(work: Path) -> dict[str, Any]:
         "eval": {"strategy": "no"},
     })
     (work / "spec.json").write_text(spec.to_json())
+    packed = spec.model_copy(update={"name": "sft-packed", "train": spec.train.model_copy(update={"packing": True})})
+    (work / "spec-packed.json").write_text(packed.to_json())
     # bf16=False: TRL's configs default to bf16 autocast; trainyard trains fp32 on CPU
     # ("auto"), and both sides must compute the same loss.
     base = {"bf16": False, "per_device_train_batch_size": BATCH, "max_length": MAX_LENGTH, "learning_rate": 2e-4, "num_train_epochs": 1,
