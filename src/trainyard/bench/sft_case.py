@@ -48,7 +48,7 @@ def prepare(work: Path) -> dict[str, Any]:
         "name": "sft", "matrix": "bench", "recipe": "sft", "model": {"name": str(model)},
         "data": data.model_dump(mode="json"),
         "lora": {"r": LORA["r"], "alpha": LORA["lora_alpha"], "dropout": LORA["lora_dropout"], "target_modules": LORA["target_modules"]},
-        "train": {"epochs": 1, "batch_size": BATCH, "max_length": MAX_LENGTH, "lr": 2e-4, "logging_steps": 4},
+        "train": {"epochs": 1, "batch_size": BATCH, "max_length": MAX_LENGTH, "lr": 2e-4},
         "eval": {"strategy": "no"},
     })
     (work / "spec.json").write_text(spec.to_json())
