@@ -147,7 +147,7 @@ def test_quantization_without_cuda_fails_before_loading_data(tmp_path, monkeypat
     monkeypatch.setattr(dpo, "load_examples", lambda *a, **k: pytest.fail("data loaded before the CUDA check"))
     spec = _spec(quantization={"bits": 4}, **{"tracking.enabled": False})
     rundir = RunDir(tmp_path / "run")
-    assert execute(spec, rundir) == "failed"
+    assert execute(spec, rundir) == "bad_input"  # a config error: exit 2, never retried
     error = rundir.status()["error"]
     assert "needs a CUDA GPU" in error and "--smoke" in error
     assert not (rundir.path / "history.json").exists()

@@ -17,12 +17,22 @@ import time
 import traceback
 from pathlib import Path
 
-from trainyard.errors import DataFormatError
+from pydantic import ValidationError
+
+from trainyard.contract import ExitCode
+from trainyard.errors import BadInput
 from trainyard.hub_storage import ArtifactUploader, push_to_hub, remote_artifacts, resolve_repo_id
 from trainyard.run_dir import RunDir
 from trainyard.spec import RunSpec
 
-EXIT = {"completed": 0, "failed": 1, "bad_input": 2, "diverged": 3, "canceled": 130}
+EXIT = {
+    "completed": ExitCode.COMPLETED,
+    "failed": ExitCode.FAILED,
+    "bad_input": ExitCode.BAD_INPUT,
+    "diverged": ExitCode.DIVERGED,
+    "canceled": ExitCode.CANCELED,
+}
+TRACEBACK_LOGGER = "trainyard.run.traceback"  # file only: the console gets one line
 
 
 def setup_logging(rundir: RunDir) -> logging.Logger:
@@ -40,6 +50,11 @@ def setup_logging(rundir: RunDir) -> logging.Logger:
     root.addHandler(sh)
     for noisy in ("httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    tb = logging.getLogger(TRACEBACK_LOGGER)
+    tb.propagate = False
+    for h in list(tb.handlers):
+        tb.removeHandler(h)
+    tb.addHandler(fh)
     return logging.getLogger("trainyard.run")
 
 
@@ -48,7 +63,7 @@ def load_spec(args: argparse.Namespace) -> RunSpec:
         return RunSpec.from_json(Path(args.spec).read_text())
     text = os.environ.get("TRAINYARD_SPEC")
     if not text:
-        raise SystemExit("trainyard.run: pass --spec FILE or set TRAINYARD_SPEC to the spec JSON")
+        raise ValueError("pass --spec FILE or set TRAINYARD_SPEC to the spec JSON")
     return RunSpec.from_json(text)
 
 
@@ -79,7 +94,13 @@ def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = N
     if uploader is not None:
         uploader.restore_checkpoint(spec)
     resume = rundir.last_checkpoint()
-    ctx = RunContext(spec=spec, rundir=rundir, precision=pick_precision(spec.train.precision), device=device_kind(), resume_from=resume, log=log)
+    try:
+        precision = pick_precision(spec.train.precision)
+    except BadInput as exc:
+        log.error("bad input: %s", exc)
+        rundir.set_status("failed", error=f"bad input: {exc}")
+        return "bad_input"
+    ctx = RunContext(spec=spec, rundir=rundir, precision=precision, device=device_kind(), resume_from=resume, log=log)
     if uploader is not None and uploader.checkpoints:
         ctx.on_checkpoint = uploader.request_checkpoint
     ctx.install_signal_handlers()
@@ -90,15 +111,16 @@ def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = N
     started = time.time()
     try:
         metrics = load_recipe(spec.recipe).train(spec, ctx)
-    except DataFormatError as exc:
-        log.error("bad data: %s", exc)
-        rundir.set_status("failed", error=f"bad data: {exc}")
+    except BadInput as exc:  # the spec or the data is wrong: a retry cannot fix it
+        log.error("bad input: %s", exc)
+        rundir.set_status("failed", error=f"bad input: {exc}")
         return "bad_input"
     except KeyboardInterrupt:
         rundir.set_status("canceled", reason="interrupted")
         return "canceled"
     except Exception as exc:
-        log.error("run failed:\n%s", traceback.format_exc())
+        log.error("run failed: %s: %s (traceback in %s)", type(exc).__name__, exc, rundir.log_file)
+        logging.getLogger(TRACEBACK_LOGGER).error("traceback:\n%s", traceback.format_exc())
         rundir.set_status("failed", error=f"{type(exc).__name__}: {exc}")
         return "failed"
     finally:
@@ -135,7 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spec", help="spec.json of the run (default: $TRAINYARD_SPEC)")
     p.add_argument("--run-dir", help="output directory (default: $TRAINYARD_RUN_DIR or runs/<matrix>/<run>)")
     args = p.parse_args(argv)
-    spec = localize_smoke_model(load_spec(args))
+    try:
+        spec = localize_smoke_model(load_spec(args))
+    except (ValidationError, ValueError, OSError) as exc:  # json / schema errors: bad input, never retried
+        detail = str(exc).splitlines()
+        print(f"trainyard.run: bad spec: {' '.join(line.strip() for line in detail[:6])}", file=sys.stderr)
+        return ExitCode.BAD_INPUT
     run_dir = args.run_dir or os.environ.get("TRAINYARD_RUN_DIR") or RunDir.for_run("runs", spec.matrix, spec.name).path
     rundir = RunDir(run_dir)
     # Remote backends (hf-jobs) set $TRAINYARD_ARTIFACTS_REPO: the job's disk dies with it, so
