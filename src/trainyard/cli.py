@@ -213,7 +213,7 @@ def run_preflight(matrix: Matrix, specs, target: str | None) -> bool:
     from trainyard.errors import group_problems
     from trainyard.preflight import preflight
 
-    report = preflight(specs, str(matrix.path), target)
+    report = preflight(specs, str(matrix.path), target, line_of=matrix.line_of)
     for line in group_problems(report.warnings, len(specs)):
         err.print(f"[yellow]warning[/]: {escape(line)}", highlight=False)
     for note in report.notes:

@@ -64,6 +64,11 @@ class Matrix:
     baseline: str | None = None
     description: str | None = None
     varying: list[str] = field(default_factory=list)
+    lines: dict[tuple, int] = field(default_factory=dict, repr=False)  # YAML key path -> line
+
+    def line_of(self, key: str) -> int | None:
+        """The line that sets dotted `key` in base (or, failing that, in a variant / the grid)."""
+        return _line_for(key, {}, self.lines) or _line_for(key, {key: None}, self.lines)
 
     def run(self, name: str) -> RunSpec:
         for r in self.runs:
@@ -256,6 +261,7 @@ def load_matrix(path: str | Path, sets: list[str] | None = None, max_runs: int |
         baseline=baseline,
         description=doc.get("description"),
         varying=varying_keys(runs),
+        lines=lines,
     )
 
 
@@ -413,9 +419,16 @@ def _problems_from(exc: ValidationError, fname: str, run: str, applied: dict[str
         if err["type"] == "extra_forbidden":
             parent = ".".join(names[:-1])
             siblings = {p.split(".")[-1] for p in known if p.rsplit(".", 1)[0] == parent and "." in p} if parent else {p for p in known if "." not in p}
-            msg = f"unknown key{suggest_key(schema_key, known, siblings)}; allowed here: {sorted(siblings)}"
+            dotted_override = schema_key in applied or (sets is not None and schema_key in sets)
+            msg = f"unknown key{suggest_key(schema_key, known, siblings, full=dotted_override)}; allowed here: {sorted(siblings)}"
         elif err["type"] == "missing":
             msg = "required key is missing"
+        elif err["type"] == "literal_error" and isinstance(err.get("input"), str):
+            options = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+            prefixed = [o for o in options if o.startswith(err["input"].lower())]
+            hint = f" (did you mean {prefixed[0]!r}?)" if prefixed else did_you_mean(err["input"], set(options))
+            shown = ", ".join(options) if len(options) <= 12 else ", ".join(options[:12]) + f", ... ({len(options)} in all; see docs/config.md)"
+            msg = f"unknown value {err['input']!r}{hint}; choose one of {shown}"
         elif "input" in err and err["type"] not in ("value_error", "assertion_error", "rule", "bool_for_number"):
             shown = repr(err["input"])
             msg = f"{msg} (got {shown if len(shown) <= 80 else shown[:77] + '...'})"

@@ -26,6 +26,7 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -313,21 +314,39 @@ def read_model_config(name: str, revision: str | None) -> tuple[dict | None, str
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return None, f"{cfg} is not valid JSON ({exc})", None
     try:
-        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return None, None, f"model {name}: config not checked (huggingface_hub missing)"
     cached = try_to_load_from_cache(name, "config.json", revision=revision)
     if isinstance(cached, str):
         return _json_or_none(cached), None, None
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return None, None, f"model {name}: config not checked (offline, not in the HF cache)"
+    return _fetch_hub_config(name, revision)
+
+
+def _fetch_hub_config(name: str, revision: str | None) -> tuple[dict | None, str | None, str | None]:
+    """One GET of config.json, 5 s, no retries: validate never waits on a slow network."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from huggingface_hub import constants, get_token
+
+    url = f"{constants.ENDPOINT}/{name}/resolve/{urllib.parse.quote(revision or 'main', safe='')}/config.json"
+    request = urllib.request.Request(url)
+    token = get_token()
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        return _json_or_none(hf_hub_download(name, "config.json", revision=revision, etag_timeout=5)), None, None
-    except Exception as exc:  # gated, missing, no network: the job itself will say
-        kind = type(exc).__name__
-        if kind in ("RepositoryNotFoundError",):
-            return None, f"model {name!r} is not a Hub model id (not found) nor a local directory", None
-        return None, None, f"model {name}: config not checked ({kind})"
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read().decode("utf-8")), None, None
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None, f"model {name!r} (revision {revision or 'main'}) has no config.json on the Hub: not a model id there, nor a local directory", None
+        return None, None, f"model {name}: config not checked (HTTP {exc.code}: gated, private or needs HF_TOKEN)"
+    except (OSError, ValueError) as exc:
+        return None, None, f"model {name}: config not checked ({type(exc).__name__}: no network?)"
 
 
 def _json_or_none(path: str) -> dict | None:
@@ -415,7 +434,7 @@ def check_device(spec: RunSpec, target: str) -> list[tuple[str, str]]:
 # ----------------------------------------------------------------------------- all runs
 
 
-def preflight(specs: list[RunSpec], fname: str, target: str | None) -> Report:
+def preflight(specs: list[RunSpec], fname: str, target: str | None, line_of: Callable[[str], int | None] | None = None) -> Report:
     """Problems of every run. `target`: the backend that will run them (local, hf-jobs, k8s),
     or None for `validate` without --backend: device mismatches are then warnings, as is a
     missing local path (it may exist where the run runs)."""
@@ -423,7 +442,8 @@ def preflight(specs: list[RunSpec], fname: str, target: str | None) -> Report:
     notes: dict[str, None] = {}
     for spec in specs:
         def add(key: str, message: str, *, warn: bool = False, spec: RunSpec = spec) -> None:
-            (report.warnings if warn else report.errors).append(Problem(fname, message, run=spec.name, key=key))
+            line = line_of(key.split("[")[0]) if line_of else None
+            (report.warnings if warn else report.errors).append(Problem(fname, message, run=spec.name, key=key, line=line))
 
         for key, value in spec.sources():
             if is_local_path(value) and not Path(value).expanduser().exists():
