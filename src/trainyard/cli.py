@@ -36,7 +36,7 @@ COMMANDS = ("submit", "validate", "status", "logs", "cancel", "report")
 # Not a terminal (CI, pipes, logs): wide enough that tables are never truncated.
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 out = Console(width=None if sys.stdout.isatty() else 200)
-SUMMARY_ROWS = 200  # a larger matrix shows its first runs in the table, then a count
+SUMMARY_ROWS = 50  # a larger matrix shows its first runs in the table, then a count
 
 USAGE = """launch.py [submit] --matrix FILE [--backend {local,hf-jobs,k8s}] [--dry-run] [--smoke] [--set KEY=VALUE] ...
        launch.py {validate,status,logs,cancel,report} --matrix FILE [options]"""
@@ -142,16 +142,31 @@ def select(matrix: Matrix, args: argparse.Namespace):
             print(f"{matrix.path}: --only {args.only} matches no run; runs: {matrix.run_names}", file=sys.stderr)
             return None
     if args.smoke:
-        from trainyard.fixtures.tiny_model import ensure_tiny_model
         from trainyard.smoke import smoke_spec
 
-        tiny = str(ensure_tiny_model()) if args.command == "submit" and not getattr(args, "dry_run", False) else "<tiny-local-model>"
+        tiny = tiny_model_dir() if args.command == "submit" and not getattr(args, "dry_run", False) else "<tiny-local-model>"
         try:
             specs = [smoke_spec(s, tiny) for s in specs]
         except Exception as exc:  # a smoke transform must never half-apply
             print(f"{matrix.path}: cannot build the smoke variant: {exc}", file=sys.stderr)
             return None
     return specs
+
+
+def tiny_model_dir() -> str:
+    """The --smoke model, built on first use in a child process: the launcher itself never
+    imports torch / transformers."""
+    import subprocess
+
+    from trainyard.fixtures import tiny_model
+
+    target = tiny_model.cache_dir() / f"{tiny_model.TINY_VERSION}-{tiny_model._corpus_hash()}"
+    if (target / "config.json").is_file() and (target / "tokenizer.json").is_file():
+        return str(target)
+    src = str(Path(tiny_model.__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
+    done = subprocess.run([sys.executable, "-m", "trainyard.fixtures.tiny_model"], env=env, capture_output=True, text=True, check=True)
+    return done.stdout.strip().splitlines()[-1]
 
 
 def summary_table(matrix: Matrix, specs) -> Table:
@@ -179,7 +194,7 @@ def summary_table(matrix: Matrix, specs) -> Table:
             run_options(s),
         )
     if len(specs) > SUMMARY_ROWS:
-        t.caption = f"first {SUMMARY_ROWS} of {len(specs)} runs shown"
+        t.caption = f"first {SUMMARY_ROWS} of {len(specs)} runs shown (--only GLOB selects others)"
     return t
 
 

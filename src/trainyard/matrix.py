@@ -245,7 +245,8 @@ def load_matrix(path: str | Path, sets: list[str] | None = None, max_runs: int |
             runs.append(RunSpec.model_validate(merged, context=AUTHORED))
         except ValidationError as exc:
             problems.extend(_problems_from(exc, fname, run_name, applied, lines, overrides))
-    problems += _identical_runs(runs, fname)
+    dumps = [r.model_dump(mode="json") for r in runs]
+    problems += _identical_runs(runs, dumps, fname)
     baseline = doc.get("baseline")
     if baseline is not None and baseline not in seen:
         problems.append(
@@ -260,7 +261,7 @@ def load_matrix(path: str | Path, sets: list[str] | None = None, max_runs: int |
         runs=runs,
         baseline=baseline,
         description=doc.get("description"),
-        varying=varying_keys(runs),
+        varying=varying_keys(runs, dumps),
         lines=lines,
     )
 
@@ -309,12 +310,12 @@ def _check_size(doc: dict[str, Any], fname: str, lines: dict[tuple, int], max_ru
     return []
 
 
-def _identical_runs(runs: list[RunSpec], fname: str) -> list[Problem]:
+def _identical_runs(runs: list[RunSpec], dumps: list[dict[str, Any]], fname: str) -> list[Problem]:
     """Two runs with the same resolved settings would train the same model twice."""
     first: dict[str, str] = {}
     problems = []
-    for r in runs:
-        blob = json.dumps(r.model_dump(mode="json", exclude={"name"}), sort_keys=True)
+    for r, d in zip(runs, dumps, strict=True):
+        blob = json.dumps({k: v for k, v in d.items() if k != "name"}, sort_keys=True)
         if blob in first:
             problems.append(Problem(fname, f"runs {first[blob]!r} and {r.name!r} have identical settings (e.g. [1.0e-5, 0.00001] "
                                     "in a grid); remove one or make them differ", run=r.name))
@@ -469,11 +470,12 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def varying_keys(runs: list[RunSpec]) -> list[str]:
+def varying_keys(runs: list[RunSpec], dumps: list[dict[str, Any]] | None = None) -> list[str]:
     """Dotted keys whose value differs between runs (the columns of a results table)."""
     if len(runs) < 2:
         return []
-    flats = [flatten(r.model_dump(mode="json", exclude={"name"})) for r in runs]
+    dumps = dumps if dumps is not None else [r.model_dump(mode="json") for r in runs]
+    flats = [flatten({k: v for k, v in d.items() if k != "name"}) for d in dumps]
     keys = sorted(set().union(*flats))
     return [k for k in keys if len({_hashable(f.get(k)) for f in flats}) > 1]
 

@@ -279,6 +279,11 @@ def _check_loader(fmt, source: str, split: str) -> str | None:
     return None if rows else f"{source}: no {fmt.name} rows"
 
 
+@functools.lru_cache(maxsize=256)
+def _check_json_cached(path: str) -> str | None:
+    return check_json_file(path)
+
+
 def check_json_file(path: str) -> str | None:
     """Judge questions / IFEval prompts / recorded replies: UTF-8 JSON (lines) of objects."""
     p = Path(path).expanduser()
@@ -313,16 +318,27 @@ def read_model_config(name: str, revision: str | None) -> tuple[dict | None, str
             return json.loads(cfg.read_text(encoding="utf-8")), None, None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return None, f"{cfg} is not valid JSON ({exc})", None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None, None, f"model {name}: config not checked (huggingface_hub missing)"
-    cached = try_to_load_from_cache(name, "config.json", revision=revision)
-    if isinstance(cached, str):
-        return _json_or_none(cached), None, None
+    cached = _cached_config(name, revision)
+    if cached is not None:
+        return _json_or_none(str(cached)), None, None
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return None, None, f"model {name}: config not checked (offline, not in the HF cache)"
     return _fetch_hub_config(name, revision)
+
+
+def _cached_config(name: str, revision: str | None) -> Path | None:
+    """config.json of a Hub model in the HF cache (hub/models--org--name/snapshots/<sha>/),
+    read by path: importing huggingface_hub's download machinery costs half a second."""
+    from huggingface_hub import constants
+
+    repo = Path(constants.HF_HUB_CACHE) / ("models--" + name.replace("/", "--"))
+    ref = revision or "main"
+    commit = ref
+    ref_file = repo / "refs" / ref
+    if ref_file.is_file():
+        commit = ref_file.read_text().strip()
+    path = repo / "snapshots" / commit / "config.json"
+    return path if path.is_file() else None
 
 
 def _fetch_hub_config(name: str, revision: str | None) -> tuple[dict | None, str | None, str | None]:
@@ -393,6 +409,7 @@ def check_model(spec: RunSpec) -> tuple[list[tuple[str, str]], str | None]:
 # ----------------------------------------------------------------------------- devices
 
 
+@functools.cache
 def local_cuda() -> bool:
     """Whether this machine has an NVIDIA GPU, without importing torch."""
     return Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi") is not None
@@ -440,13 +457,18 @@ def preflight(specs: list[RunSpec], fname: str, target: str | None, line_of: Cal
     missing local path (it may exist where the run runs)."""
     report = Report()
     notes: dict[str, None] = {}
+    # a new pre-flight re-reads files that changed (the caches key on path, not content)
+    _check_data_cached.cache_clear()
+    _missing_local.cache_clear()
+    _check_json_cached.cache_clear()
+    read_model_config.cache_clear()
     for spec in specs:
         def add(key: str, message: str, *, warn: bool = False, spec: RunSpec = spec) -> None:
             line = line_of(key.split("[")[0]) if line_of else None
             (report.warnings if warn else report.errors).append(Problem(fname, message, run=spec.name, key=key, line=line))
 
         for key, value in spec.sources():
-            if is_local_path(value) and not Path(value).expanduser().exists():
+            if _missing_local(value):
                 add(key, f"local path {value!r} does not exist; create it or use a Hub id"
                     + ("" if target == "local" else " (a local launch refuses to start until it exists)"), warn=target != "local")
         for key, message in _data_problems(spec):
@@ -462,15 +484,25 @@ def preflight(specs: list[RunSpec], fname: str, target: str | None, line_of: Cal
     return report
 
 
+@functools.lru_cache(maxsize=1024)
+def _missing_local(value: str) -> bool:
+    return is_local_path(value) and not Path(value).expanduser().exists()
+
+
+@functools.lru_cache(maxsize=1024)
+def _check_data_cached(source: str, fmt: str, field_name: str, split: str) -> tuple[str | None, str | None]:
+    if source.startswith("fixture:") or not Path(source).expanduser().exists():
+        return None, None
+    return check_data(source, fmt, field_name, split)
+
+
 def _data_problems(spec: RunSpec) -> list[tuple[str, tuple[str, str]]]:
     out = []
     d = spec.data
     sets = [("data.source", d.source, d.format, d.text_field, d.split)]
     sets += [(f"eval.datasets[{e.name}].source", e.source, e.format, e.text_field, e.split) for e in spec.eval.datasets]
     for key, source, fmt, field_name, split in sets:
-        if source.startswith("fixture:") or not Path(source).expanduser().exists():
-            continue
-        error, warning = check_data(source, fmt, field_name, split)
+        error, warning = _check_data_cached(source, fmt, field_name, split)
         if error:
             out.append((key, ("error", error)))
         elif warning:
@@ -480,7 +512,7 @@ def _data_problems(spec: RunSpec) -> list[tuple[str, tuple[str, str]]]:
                        ("eval.judge.recorded", e.judge.recorded if e.judge else None),
                        ("eval.ifeval.prompts", e.ifeval.prompts if e.ifeval else None)):
         if value and not value.startswith("fixture:"):
-            error = check_json_file(value)
+            error = _check_json_cached(value)
             if error:
                 out.append((key, ("error", error)))
     return out
