@@ -33,9 +33,17 @@ from trainyard.matrix import DEFAULT_MAX_RUNS, MAX_RUNS_ENV, Matrix, load_matrix
 from trainyard.run_dir import RunDir
 
 COMMANDS = ("submit", "validate", "status", "logs", "cancel", "report")
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """rich would exit 1; a reader that stopped early (`| head`) is not a failure."""
+        raise BrokenPipeError
+
+
 # Not a terminal (CI, pipes, logs): wide enough that tables are never truncated.
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
-out = Console(width=None if sys.stdout.isatty() else 200)
+err = _Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+out = _Console(width=None if sys.stdout.isatty() else 200)
 SUMMARY_ROWS = 50  # a larger matrix shows its first runs in the table, then a count
 
 USAGE = """launch.py [submit] --matrix FILE [--backend {local,hf-jobs,k8s}] [--dry-run] [--smoke] [--set KEY=VALUE] ...

@@ -248,13 +248,13 @@ class JudgeSpec(Section):
     """
 
     questions: str = Field("HuggingFaceH4/mt_bench_prompts", description="Hub dataset id or a local .jsonl")
-    split: str = "train"
-    limit: PositiveInt | None = None
+    split: str = Field("train", description="split of the questions dataset")
+    limit: PositiveInt | None = Field(None, description="at most this many questions")
     base_url: str | None = Field(None, description="e.g. https://api.openai.com/v1 or a vLLM server")
     model: str | None = Field(None, description="judge model, e.g. gpt-4o")
-    api_key_env: str | None = Field("OPENAI_API_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$")
+    api_key_env: str | None = Field("OPENAI_API_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$", description="NAME of the environment variable holding the key (never the key)")
     recorded: str | None = Field(None, description="JSON of recorded judge replies (tests, offline)")
-    max_new_tokens: PositiveInt = 512
+    max_new_tokens: PositiveInt = Field(512, description="judged reply length")
 
     @model_validator(mode="after")
     def _one_judge(self) -> JudgeSpec:
@@ -334,7 +334,7 @@ class DPOSpec(Section):
     """Options of recipe `dpo` (TRL DPOTrainer); allowed only there."""
 
     beta: PositiveFloat = Field(0.1, description="KL strength: higher stays closer to the reference")
-    loss_type: DPO_LOSSES = "sigmoid"
+    loss_type: DPO_LOSSES = Field("sigmoid", description="TRL DPO loss")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="robust / exo_pair / aot only")
     max_prompt_length: PositiveInt | None = Field(
         None, description="prompt tokens kept (from the end: the question stays); TRL 1.16 dropped it, we apply it to the data"
@@ -342,7 +342,7 @@ class DPOSpec(Section):
     truncation_mode: Literal["keep_start", "keep_end"] = Field(
         "keep_start", description="how TRL cuts prompt+completion beyond train.max_length"
     )
-    precompute_ref_log_probs: bool = False
+    precompute_ref_log_probs: bool = Field(False, description="score the reference model once before training")
 
     @model_validator(mode="after")
     def _smoothing_needs_its_loss(self) -> DPOSpec:
@@ -357,17 +357,17 @@ class DPOSpec(Section):
 
 
 class TrackingSpec(Section):
-    enabled: bool = True
+    enabled: bool = Field(True, description="log curves to Trackio")
     project: str | None = Field(None, description="default: the matrix name")
-    space_id: str | None = None
-    server_url: str | None = None
-    private: bool = True
+    space_id: str | None = Field(None, description="Trackio Space (org/name) to sync to")
+    server_url: str | None = Field(None, description="a self-hosted Trackio server")
+    private: bool = Field(True, description="a created Space is private")
 
 
 class HubSpec(Section):
-    push: bool = False
+    push: bool = Field(False, description="push final/ and the model card to a Hub model repo")
     repo: str = Field("{user}/{matrix}-{run}", description="template: {user} {matrix} {run}")
-    private: bool = True
+    private: bool = Field(True, description="created repos are private")
     artifacts_repo: str | None = Field(
         "{user}/trainyard-runs",
         pattern=r"^[A-Za-z0-9{}_.-]+/[A-Za-z0-9{}_.-]+$",
@@ -396,20 +396,20 @@ class HubSpec(Section):
 class TolerationSpec(Section):
     """A Kubernetes pod toleration (e.g. for tainted GPU nodes)."""
 
-    key: str | None = None
-    operator: Literal["Equal", "Exists"] = "Equal"
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    key: str | None = Field(None, description="taint key")
+    operator: Literal["Equal", "Exists"] = Field("Equal", description="match the value, or any")
+    value: str | None = Field(None, description="taint value")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(None, description="taint effect; null: all")
 
 
 class ResourcesSpec(Section):
     flavor: str = Field("a100-large", description="HF Jobs hardware flavor")
-    gpus: int = Field(1, ge=0)
+    gpus: int = Field(1, ge=0, description="k8s: nvidia.com/gpu per pod (0: CPU only)")
     cpu: str = Field("8", pattern=r"^\d+(\.\d+)?m?$", description="CPU quantity, e.g. 8 or 500m")
     memory: str = Field(
         "64Gi", pattern=r"^\d+(\.\d+)?([KMGTPE]i?)?$", description="memory quantity, e.g. 64Gi"
     )
-    timeout: str = Field("6h", pattern=r"^\d+(\.\d+)?[smhd]?$")
+    timeout: str = Field("6h", pattern=r"^\d+(\.\d+)?[smhd]?$", description="job time limit: 45m, 6h, 2d or seconds (> 0)")
     retries: int = Field(2, ge=0, description="k8s: Job backoffLimit (failed pods retried from the last checkpoint)")
     namespace: str | None = Field(
         None,
@@ -451,20 +451,20 @@ class ResourcesSpec(Section):
 class ArchitectureSpec(Section):
     """A from-scratch Llama-family decoder (recipe: pretrain), built with random init."""
 
-    model_type: Literal["llama", "qwen3"] = "llama"
-    hidden_size: PositiveInt = 384
-    num_layers: PositiveInt = 6
-    num_heads: PositiveInt = 6
+    model_type: Literal["llama", "qwen3"] = Field("llama", description="family (qwen3 adds per-head q/k norms)")
+    hidden_size: PositiveInt = Field(384, description="model width")
+    num_layers: PositiveInt = Field(6, description="decoder layers")
+    num_heads: PositiveInt = Field(6, description="attention heads")
     num_kv_heads: PositiveInt | None = Field(None, description="grouped-query attention; default: num_heads")
     head_dim: PositiveInt | None = Field(None, description="default: hidden_size / num_heads")
-    intermediate_size: PositiveInt = 1536
-    vocab_size: PositiveInt = 32000
-    max_position_embeddings: PositiveInt = 2048
-    rms_norm_eps: PositiveFloat = 1e-6
-    tie_embeddings: bool = True
-    attention_bias: bool = False
-    rope_theta: PositiveFloat = 10000.0
-    initializer_range: PositiveFloat = 0.02
+    intermediate_size: PositiveInt = Field(1536, description="MLP width")
+    vocab_size: PositiveInt = Field(32000, description="embedding rows (>= the tokenizer's vocabulary)")
+    max_position_embeddings: PositiveInt = Field(2048, description="longest sequence (>= train.max_length)")
+    rms_norm_eps: PositiveFloat = Field(1e-6, description="RMSNorm epsilon")
+    tie_embeddings: bool = Field(True, description="share input and output embeddings")
+    attention_bias: bool = Field(False, description="biases in the attention projections")
+    rope_theta: PositiveFloat = Field(10000.0, description="rotary embedding base")
+    initializer_range: PositiveFloat = Field(0.02, description="std of the random init")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ArchitectureSpec:
@@ -496,8 +496,8 @@ class LMSpec(Section):
 class MixedLossSpec(Section):
     """loss = (1 - alpha) CE + alpha (1 - cos(e_hat, e_y)); see trainyard.losses."""
 
-    alpha: float = Field(0.5, ge=0, le=1)
-    temperature: PositiveFloat = 1.0
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the cosine term (0: plain CE)")
+    temperature: PositiveFloat = Field(1.0, description="softmax temperature of the expected embedding")
     top_k: PositiveInt | None = Field(None, description="expected embedding over the top-k logits; default all")
 
 
@@ -515,25 +515,25 @@ def duration_seconds(text: str) -> int:
 class RunSpec(Section):
     """Everything one run needs; serialized to spec.json and handed to the entrypoint."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$", max_length=96)
-    matrix: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    recipe: str
-    model: ModelSpec
-    data: DataSpec
-    lora: LoraSpec | None = None
-    quantization: QuantizationSpec | None = None
-    architecture: ArchitectureSpec | None = None
-    lm: LMSpec = Field(default_factory=LMSpec)
-    mixed_loss: MixedLossSpec | None = None
-    train: TrainSpec = Field(default_factory=TrainSpec)
-    eval: EvalSpec = Field(default_factory=EvalSpec)
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$", max_length=96, description="run name: set by the matrix (variant name or the varying values)")
+    matrix: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="matrix name: set from the file's `name:`")
+    recipe: str = Field(description="sft, dpo, clm, pretrain or mixed_loss (see Recipes)")
+    model: ModelSpec = Field(description="the base model")
+    data: DataSpec = Field(description="the training data and its held-out part")
+    lora: LoraSpec | None = Field(None, description="train LoRA adapters instead of the full model")
+    quantization: QuantizationSpec | None = Field(None, description="load the base in 4/8 bits (needs lora, a CUDA GPU)")
+    architecture: ArchitectureSpec | None = Field(None, description="recipe pretrain: the model to build")
+    lm: LMSpec = Field(default_factory=LMSpec, description="causal-LM recipes: texts -> token blocks")
+    mixed_loss: MixedLossSpec | None = Field(None, description="recipe mixed_loss: the objective")
+    train: TrainSpec = Field(default_factory=TrainSpec, description="optimization")
+    eval: EvalSpec = Field(default_factory=EvalSpec, description="evaluation during and after training")
     dpo: DPOSpec | None = Field(None, description="recipe dpo only")
-    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
-    hub: HubSpec = Field(default_factory=HubSpec)
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    image: str = "ghcr.io/trainyard/trainyard:latest"
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="Trackio live curves")
+    hub: HubSpec = Field(default_factory=HubSpec, description="pushing the final model; remote run files")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="hardware and limits of remote jobs")
+    image: str = Field("ghcr.io/trainyard/trainyard:latest", description="container image of remote jobs")
     smoke: bool = Field(False, description="set by --smoke: tiny model, fixture data, capped")
-    description: str | None = None
+    description: str | None = Field(None, description="free text, shown in reports")
 
     @model_validator(mode="after")
     def _recipe_rules(self, info: ValidationInfo) -> RunSpec:
