@@ -579,7 +579,7 @@ class RunSpec(Section):
                 f"warmup_steps ({t.warmup_steps}) >= the run's {steps} steps (data.limit {self.data.limit} / "
                 f"(batch_size {t.batch_size} x grad_accum {t.grad_accum}) x epochs {t.epochs:g}): the run would end warming up"
             )))
-        if e.strategy == "steps" and e.steps is not None and t.max_steps is not None and e.steps > t.max_steps:
+        if written and e.strategy == "steps" and e.steps is not None and t.max_steps is not None and e.steps > t.max_steps:
             problems.append((("eval", "steps"), f"eval.steps ({e.steps}) > train.max_steps ({t.max_steps}): no evaluation would run during training"))
         explicit = e.strategy == "steps" or (written and e.strategy == "epoch" and "strategy" in e.model_fields_set)
         if explicit and not self.data.has_held_out and not e.datasets:
