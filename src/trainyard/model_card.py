@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from trainyard.spec import RunSpec
+from trainyard.spec import RunSpec, is_local_path
 
 
 def render_card(spec: RunSpec, metrics: dict[str, Any], state: str) -> str:
     from huggingface_hub import ModelCard, ModelCardData
 
     data = ModelCardData(
-        base_model=spec.model.name if not spec.smoke else None,
+        base_model=None if is_local_path(spec.model.name) else spec.model.name,  # a local dir is no Hub id
         library_name="peft" if spec.lora else "transformers",
         tags=["trainyard", spec.recipe, *(["lora"] if spec.lora else [])],
         datasets=[spec.data.source] if "/" in spec.data.source and not spec.data.source.startswith((".", "/")) else None,

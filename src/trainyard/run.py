@@ -68,11 +68,13 @@ def load_spec(args: argparse.Namespace) -> RunSpec:
 
 
 def localize_smoke_model(spec: RunSpec) -> RunSpec:
-    """--smoke on a remote backend: the launcher's tiny-model path does not exist in the
-    job's container, so build the same deterministic tiny model here."""
-    if not spec.smoke or Path(spec.model.name).exists():
+    """A tiny-model path (--smoke) on a remote backend: the launcher's cache path does not
+    exist in the job's container, so build the same deterministic tiny model here."""
+    from trainyard.fixtures.tiny_model import TINY_VERSION, ensure_tiny_model
+
+    name = Path(spec.model.name)
+    if name.exists() or not name.name.startswith(TINY_VERSION):
         return spec
-    from trainyard.fixtures.tiny_model import ensure_tiny_model
 
     return spec.model_copy(update={"model": spec.model.model_copy(update={"name": str(ensure_tiny_model())})})
 
@@ -147,7 +149,7 @@ def _write_card_and_push(spec: RunSpec, rundir: RunDir, metrics: dict, state: st
     rundir.card_file.write_text(render_card(spec, metrics, state))
     if spec.hub.push and state == "completed":
         repo_id = resolve_repo_id(spec.hub.repo, spec.matrix, spec.name)
-        where = push_to_hub(rundir, repo_id, spec.hub.private, smoke=spec.smoke)
+        where = push_to_hub(rundir, repo_id, spec.hub.private, smoke=spec.hub.push_to == "run_dir")
         rundir.update_progress(pushed_to=where)
         log.info("pushed final/ to %s", where)
 

@@ -100,6 +100,7 @@ def smoke_spec(spec: RunSpec, tiny_model_dir: str) -> RunSpec:
         warmup_steps=min(t["warmup_steps"], 1),
     )
     d["tracking"].update(space_id=None, server_url=None, project=None)
+    d["hub"]["push_to"] = "run_dir"  # a smoke push lands in the run dir, never on the Hub
     hook = RECIPE_HOOKS.get(spec.recipe)
     if hook is not None:
         hook(d)

@@ -366,6 +366,9 @@ class TrackingSpec(Section):
 
 class HubSpec(Section):
     push: bool = Field(False, description="push final/ and the model card to a Hub model repo")
+    push_to: Literal["hub", "run_dir"] = Field(
+        "hub", description="where a push goes: the Hub, or hub/ inside the run directory (set by --smoke; offline tests)"
+    )
     repo: str = Field("{user}/{matrix}-{run}", description="template: {user} {matrix} {run}")
     private: bool = Field(True, description="created repos are private")
     artifacts_repo: str | None = Field(
