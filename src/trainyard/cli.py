@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="expand and validate every run, read data and model configs; run nothing")
     common(v)
     v.add_argument("--backend", choices=BACKENDS, default=None,
-                   help="also check precision / quantization / paths against this backend's machines (default: warn only)")
+                   help="check precision / quantization / attention against this backend's machines (default: this machine, as a local launch)")
     st = sub.add_parser("status", help="state of every run of the matrix")
     common(st)
     st.add_argument("--json", action="store_true", help="print the rows as JSON (for scripts)")
@@ -151,6 +151,8 @@ def select(matrix: Matrix, args: argparse.Namespace):
             return None
     if args.smoke:
         from trainyard.smoke import smoke_spec
+
+        args.originals = specs
 
         tiny = tiny_model_dir() if args.command == "submit" and not getattr(args, "dry_run", False) else "<tiny-local-model>"
         try:
@@ -230,13 +232,20 @@ def run_options(s) -> str:
     return "; ".join(parts) or "–"
 
 
-def run_preflight(matrix: Matrix, specs, target: str | None) -> bool:
+def run_preflight(matrix: Matrix, specs, target: str | None, originals=None) -> bool:
     """Data files, model configs and devices (trainyard.preflight). Prints what it finds;
-    False when something must be fixed before any run starts."""
+    False when something must be fixed before any run starts. With --smoke, the user's own
+    data and model (`originals`) are still read: the smoke runs swap them for fixtures."""
     from trainyard.errors import group_problems
     from trainyard.preflight import preflight
 
-    report = preflight(specs, str(matrix.path), target, line_of=matrix.line_of)
+    if originals is not None:
+        report = preflight(originals, str(matrix.path), None, line_of=matrix.line_of, checks=("paths", "data", "model"))
+        device = preflight(specs, str(matrix.path), target, line_of=matrix.line_of, checks=("device",))
+        report.errors += device.errors
+        report.warnings += device.warnings
+    else:
+        report = preflight(specs, str(matrix.path), target, line_of=matrix.line_of)
     for line in group_problems(report.warnings, len(specs)):
         err.print(f"[yellow]warning[/]: {escape(line)}", highlight=False)
     for note in report.notes:
@@ -248,7 +257,7 @@ def run_preflight(matrix: Matrix, specs, target: str | None) -> bool:
 
 
 def cmd_validate(matrix: Matrix, specs, args) -> int:
-    if not run_preflight(matrix, specs, args.backend):
+    if not run_preflight(matrix, specs, args.backend, getattr(args, "originals", None)):
         return 2
     out.print(summary_table(matrix, specs))
     out.print(f"[green]ok[/]: {len(specs)} run(s) valid")
@@ -257,7 +266,7 @@ def cmd_validate(matrix: Matrix, specs, args) -> int:
 
 def cmd_submit(matrix: Matrix, specs, args) -> int:
     runs_root = Path(args.runs_dir)
-    if not run_preflight(matrix, specs, args.backend):
+    if not run_preflight(matrix, specs, args.backend, getattr(args, "originals", None)):
         return 2
     if args.backend != "local":
         return submit_remote(matrix, specs, args)

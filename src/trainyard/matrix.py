@@ -178,6 +178,9 @@ def _sanitize(text: str) -> str:
 
 # ----------------------------------------------------------------------------- loading
 
+# Values other tools spell differently (transformers dtypes, optimizer short names).
+VALUE_ALIASES = {"float16": "fp16", "half": "fp16", "bfloat16": "bf16", "float32": "fp32", "float": "fp32",
+                 "adam": "adamw_torch", "adamw": "adamw_torch", "cosine_annealing": "cosine", "const": "constant"}
 DEFAULT_MAX_RUNS = 5000
 MAX_RUNS_ENV = "TRAINYARD_MAX_RUNS"
 
@@ -426,7 +429,8 @@ def _problems_from(exc: ValidationError, fname: str, run: str, applied: dict[str
             msg = "required key is missing"
         elif err["type"] == "literal_error" and isinstance(err.get("input"), str):
             options = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
-            prefixed = [o for o in options if o.startswith(err["input"].lower())]
+            typed = VALUE_ALIASES.get(err["input"].lower(), err["input"].lower())
+            prefixed = [o for o in options if o.startswith(typed)]
             hint = f" (did you mean {prefixed[0]!r}?)" if prefixed else did_you_mean(err["input"], set(options))
             shown = ", ".join(options) if len(options) <= 12 else ", ".join(options[:12]) + f", ... ({len(options)} in all; see docs/config.md)"
             msg = f"unknown value {err['input']!r}{hint}; choose one of {shown}"

@@ -97,7 +97,7 @@ def _jsonl_rows(p: Path, data: bytes | None = None):
     if data is None:
         with open(p, "rb") as fh:
             data = fh.read(SCAN_BYTES + 1)
-    lines = data[:SCAN_BYTES].split(b"\n")
+    lines = data[:SCAN_BYTES].removeprefix(b"\xef\xbb\xbf").split(b"\n")
     if len(data) > SCAN_BYTES:
         lines = lines[:-1]  # the last line may be cut by the scan budget
     offset = 0
@@ -314,6 +314,9 @@ def read_model_config(name: str, revision: str | None) -> tuple[dict | None, str
         cfg = path / "config.json"
         if not cfg.is_file():
             return None, f"model directory {name} has no config.json; point model.name at a saved model (save_pretrained) or a Hub id", None
+        weights = [p for pattern in ("*.safetensors", "*.bin", "*.pt", "*.gguf", "*.index.json") for p in path.glob(pattern)]
+        if not weights and not (path / "adapter_config.json").is_file():
+            return None, f"model directory {name} has a config.json but no weights (*.safetensors / *.bin); save the model with save_pretrained", None
         try:
             return json.loads(cfg.read_text(encoding="utf-8")), None, None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -385,25 +388,59 @@ def check_model(spec: RunSpec) -> tuple[list[tuple[str, str]], str | None]:
     """-> ([(key, error)], note) from the model's config."""
     if spec.architecture is not None or spec.smoke:
         return [], None  # pretrain builds its own (checked by the schema); smoke's tiny model is fixed
+    problems: list[tuple[str, str]] = []
+    tok = spec.model.tokenizer
+    if tok and is_local_path(tok) and Path(tok).expanduser().is_file():
+        problems.append(("model.tokenizer", f"tokenizer path {tok} is a file; give the directory that holds tokenizer.json / tokenizer_config.json"))
     config, error, note = read_model_config(spec.model.name, spec.model.revision)
     if error:
-        return [("model.name", error)], None
-    if config is None:
-        return [], note
-    problems = []
-    positions = model_positions(config)
-    if positions is not None and spec.train.max_length > positions:
-        problems.append(("train.max_length", f"max_length {spec.train.max_length} exceeds the {positions} positions of {spec.model.name} (config.json); use max_length <= {positions}"))
-    modules = ARCH_MODULES.get(str(config.get("model_type")))
+        return [*problems, ("model.name", error)], None
+    if config is not None:
+        positions = model_positions(config)
+        if positions is not None and spec.train.max_length > positions:
+            problems.append(("train.max_length", f"max_length {spec.train.max_length} exceeds the {positions} positions of {spec.model.name} (config.json); use max_length <= {positions}"))
+        model_type, source = str(config.get("model_type")), "config.json"
+    else:
+        model_type, source = family_from_name(spec.model.name), "its name"
+    problems += _target_module_problems(spec, model_type, source)
+    return problems, note
+
+
+# Families recognizable from a Hub id when its config cannot be read (offline, not cached).
+NAME_FAMILIES = (("qwen3", "qwen3"), ("qwen2", "qwen2"), ("qwen", "qwen2"), ("llama", "llama"), ("smollm", "llama"),
+                 ("mixtral", "mixtral"), ("mistral", "mistral"), ("gemma", "gemma"), ("phi-3", "phi3"), ("phi3", "phi3"),
+                 ("gpt2", "gpt2"), ("pythia", "gpt_neox"), ("gpt-neox", "gpt_neox"), ("facebook/opt", "opt"), ("falcon", "falcon"), ("bloom", "bloom"))
+
+
+def family_from_name(name: str) -> str | None:
+    lower = name.lower()
+    return next((family for marker, family in NAME_FAMILIES if marker in lower), None)
+
+
+def _target_module_problems(spec: RunSpec, model_type: str | None, source: str) -> list[tuple[str, str]]:
+    """Every lora.target_modules name must exist in the architecture. For an architecture
+    we do not know, a name one typo away from a common module name is still refused."""
+    from trainyard.errors import did_you_mean
+
     lora = spec.lora
-    if lora is not None and isinstance(lora.target_modules, list) and modules is not None:
+    if lora is None or not isinstance(lora.target_modules, list):
+        return []
+    modules = ARCH_MODULES.get(model_type or "")
+    if modules is not None:
         unknown = [m for m in lora.target_modules if m.split(".")[-1] not in modules]
         if unknown:
-            from trainyard.errors import did_you_mean
+            hint = did_you_mean(unknown[0].split(".")[-1], set(modules))
+            return [("lora.target_modules", f"{unknown} not in {model_type} models{hint}; their modules ({model_type} from {source}): {list(modules)}, or all-linear")]
+        return []
+    common = {m for names in ARCH_MODULES.values() for m in names}
+    import difflib
 
-            hints = "".join(did_you_mean(m, set(modules)) for m in unknown[:1])
-            problems.append(("lora.target_modules", f"{unknown} not in {config.get('model_type')} models{hints}; its modules: {list(modules)} (or all-linear)"))
-    return problems, None
+    for m in lora.target_modules:
+        leaf = m.split(".")[-1]
+        close = difflib.get_close_matches(leaf, sorted(common), n=1, cutoff=0.8)
+        if leaf not in common and close:
+            return [("lora.target_modules", f"{m!r} is no module name of any known architecture (did you mean {close[0]!r}?); or use all-linear")]
+    return []
 
 
 # ----------------------------------------------------------------------------- devices
@@ -451,10 +488,15 @@ def check_device(spec: RunSpec, target: str) -> list[tuple[str, str]]:
 # ----------------------------------------------------------------------------- all runs
 
 
-def preflight(specs: list[RunSpec], fname: str, target: str | None, line_of: Callable[[str], int | None] | None = None) -> Report:
+ALL_CHECKS = ("paths", "data", "model", "device")
+
+
+def preflight(specs: list[RunSpec], fname: str, target: str | None, line_of: Callable[[str], int | None] | None = None,
+              checks: tuple[str, ...] = ALL_CHECKS) -> Report:
     """Problems of every run. `target`: the backend that will run them (local, hf-jobs, k8s),
-    or None for `validate` without --backend: device mismatches are then warnings, as is a
-    missing local path (it may exist where the run runs)."""
+    or None for `validate` without --backend: devices are checked as for local (the default
+    backend), and a missing local path is a warning (it may exist where the run runs, e.g.
+    on a k8s volume; a local launch refuses it)."""
     report = Report()
     notes: dict[str, None] = {}
     # a new pre-flight re-reads files that changed (the caches key on path, not content)
@@ -467,19 +509,20 @@ def preflight(specs: list[RunSpec], fname: str, target: str | None, line_of: Cal
             line = line_of(key.split("[")[0]) if line_of else None
             (report.warnings if warn else report.errors).append(Problem(fname, message, run=spec.name, key=key, line=line))
 
-        for key, value in spec.sources():
+        for key, value in spec.sources() if "paths" in checks else ():
             if _missing_local(value):
                 add(key, f"local path {value!r} does not exist; create it or use a Hub id"
                     + ("" if target == "local" else " (a local launch refuses to start until it exists)"), warn=target != "local")
-        for key, message in _data_problems(spec):
+        for key, message in _data_problems(spec) if "data" in checks else ():
             add(key, message[1], warn=message[0] == "warning")
-        problems, note = check_model(spec)
+        problems, note = check_model(spec) if "model" in checks else ([], None)
         for key, message in problems:
             add(key, message)
         if note:
             notes[note] = None
-        for key, message in check_device(spec, target or "local"):
-            add(key, message + ("" if target else " (refused at launch; validate --backend hf-jobs|k8s to check a GPU target)"), warn=target is None)
+        if "device" in checks:
+            for key, message in check_device(spec, target or "local"):
+                add(key, message + ("" if target else "; validate checks this machine unless given --backend hf-jobs|k8s"))
     report.notes = list(notes)
     return report
 

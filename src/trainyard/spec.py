@@ -359,7 +359,7 @@ class DPOSpec(Section):
 class TrackingSpec(Section):
     enabled: bool = Field(True, description="log curves to Trackio")
     project: str | None = Field(None, description="default: the matrix name")
-    space_id: str | None = Field(None, description="Trackio Space (org/name) to sync to")
+    space_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", description="Trackio Space (org/name) to sync to")
     server_url: str | None = Field(None, description="a self-hosted Trackio server")
     private: bool = Field(True, description="a created Space is private")
 
@@ -369,7 +369,8 @@ class HubSpec(Section):
     push_to: Literal["hub", "run_dir"] = Field(
         "hub", description="where a push goes: the Hub, or hub/ inside the run directory (set by --smoke; offline tests)"
     )
-    repo: str = Field("{user}/{matrix}-{run}", description="template: {user} {matrix} {run}")
+    repo: str = Field("{user}/{matrix}-{run}", pattern=r"^[A-Za-z0-9{}_.-]+/[A-Za-z0-9{}_.=+-]+$",
+                      description="model repo to push to, namespace/name; template: {user} {matrix} {run}")
     private: bool = Field(True, description="created repos are private")
     artifacts_repo: str | None = Field(
         "{user}/trainyard-runs",
