@@ -232,8 +232,8 @@ def load_matrix(path: str | Path, sets: list[str] | None = None, max_runs: int |
             problems.append(
                 Problem(
                     fname,
-                    f"duplicate run name (runs #{seen[run_name] + 1} and #{index + 1}); give the "
-                    "variants distinct `name:` values",
+                    f"duplicate run name (runs #{seen[run_name] + 1} and #{index + 1}): identical values or names give the "
+                    "same name; give the variants distinct `name:` values or remove the repeated value",
                     run=run_name,
                     key="variants",
                     line=lines.get(("variants",)),
@@ -308,7 +308,7 @@ def _check_size(doc: dict[str, Any], fname: str, lines: dict[tuple, int], max_ru
         count *= len(values)
     if count > max_runs:
         sizes = " x ".join([str(len(doc.get("variants") or [1]))] + [str(len(v)) for v in grid.values()])
-        return [Problem(fname, f"the matrix expands to {count:,} runs ({sizes}), over the limit of {max_runs:,}; "
+        return [Problem(fname, f"the matrix expands to {count:,} runs ({count} = {sizes}), over the limit of {max_runs:,}; "
                         f"shrink the grid or raise the limit (--max-runs N or ${MAX_RUNS_ENV})", key="grid", line=lines.get(("grid",)))]
     return []
 
@@ -320,11 +320,22 @@ def _identical_runs(runs: list[RunSpec], dumps: list[dict[str, Any]], fname: str
     for r, d in zip(runs, dumps, strict=True):
         blob = json.dumps({k: v for k, v in d.items() if k != "name"}, sort_keys=True)
         if blob in first:
-            problems.append(Problem(fname, f"runs {first[blob]!r} and {r.name!r} have identical settings (e.g. [1.0e-5, 0.00001] "
+            problems.append(Problem(fname, f"runs {first[blob]!r} and {r.name!r} have identical settings: a duplicate run (e.g. [1.0e-5, 0.00001] "
                                     "in a grid); remove one or make them differ", run=r.name))
         else:
             first[blob] = r.name
     return problems
+
+
+def _repeated(values: list[Any]) -> str:
+    """Values equal to an earlier one (1.0e4 == 10000; 1e-5 == 0.00001), described."""
+    out = []
+    for i, v in enumerate(values):
+        for w in values[:i]:
+            if type(v) is not bool and type(w) is not bool and v == w:
+                out.append(f"{w!r} and {v!r} are the same" if repr(v) != repr(w) else f"{v!r} twice")
+                break
+    return "; ".join(out)
 
 
 def _walk_strings(node: Any, path: str):
@@ -375,10 +386,10 @@ def _check_shape(doc: dict[str, Any], fname: str, lines: dict[tuple, int]) -> li
         elif not values:
             problems.append(Problem(fname, "empty grid list: it would expand to zero runs; give at least one value or remove the key", key=f"grid.{key}", line=line))
         else:
-            reprs = [json.dumps(v, sort_keys=True, default=str) for v in values]
-            dupes = sorted({r for r in reprs if reprs.count(r) > 1})
+            dupes = _repeated(values)
             if dupes:
-                problems.append(Problem(fname, f"grid list repeats {', '.join(dupes)}: the same run twice", key=f"grid.{key}", line=line))
+                problems.append(Problem(fname, f"grid list has duplicate values ({dupes}): the same run twice, identical settings; "
+                                        "remove the repeat", key=f"grid.{key}", line=line))
     variants = doc.get("variants") or []
     if not isinstance(variants, list):
         problems.append(Problem(fname, "`variants:` must be a list of override mappings", key="variants", line=lines.get(("variants",))))

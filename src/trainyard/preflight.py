@@ -88,6 +88,27 @@ def _read_rows(path: str, mtime: float, size: int) -> tuple[list[dict] | None, l
     return None, [], None  # .arrow and others: not sampled
 
 
+ROW_COUNTS: dict[str, int] = {}  # path -> rows in the whole file, where it was read whole
+
+
+def row_count(source: str) -> int | None:
+    """Rows of a local file (or bundled fixture) the pre-flight has read whole, else None."""
+    if source.startswith("fixture:"):
+        from trainyard.fixtures import fixture_path
+
+        try:
+            path = fixture_path(source.split(":", 1)[1])
+        except FileNotFoundError:
+            return None
+    else:
+        path = _data_file(source)
+    if path is None:
+        return None
+    stat = path.stat()
+    _read_rows(str(path), stat.st_mtime, stat.st_size)
+    return ROW_COUNTS.get(str(path))
+
+
 def _columns(rows: list[dict]) -> list[str]:
     return sorted({k for r in rows for k in r})
 
@@ -119,6 +140,8 @@ def _jsonl_rows(p: Path, data: bytes | None = None):
             rows.append(row)
     if not rows:
         return None, [], f"{p}: the file is empty (no JSON rows)"
+    if len(data) <= SCAN_BYTES:
+        ROW_COUNTS[str(p)] = sum(1 for line in lines if line.strip())
     return rows, _columns(rows), None
 
 
@@ -150,6 +173,7 @@ def _json_rows(p: Path):
     if bad is not None:
         return None, [], f"{p}: item {bad} is a {type(doc[bad]).__name__}, not an object; a data file is a list of objects"
     rows = doc[:SAMPLE_ROWS]
+    ROW_COUNTS[str(p)] = len(doc)
     return rows, _columns(rows), None
 
 
@@ -515,6 +539,9 @@ def preflight(specs: list[RunSpec], fname: str, target: str | None, line_of: Cal
                     + ("" if target == "local" else " (a local launch refuses to start until it exists)"), warn=target != "local")
         for key, message in _data_problems(spec) if "data" in checks else ():
             add(key, message[1], warn=message[0] == "warning")
+        if "data" in checks:
+            for key, message in _schedule_problems(spec):
+                add(key, message)
         problems, note = check_model(spec) if "model" in checks else ([], None)
         for key, message in problems:
             add(key, message)
@@ -525,6 +552,29 @@ def preflight(specs: list[RunSpec], fname: str, target: str | None, line_of: Cal
                 add(key, message + ("" if target else "; validate checks this machine unless given --backend hf-jobs|k8s"))
     report.notes = list(notes)
     return report
+
+
+def _schedule_problems(spec: RunSpec) -> list[tuple[str, str]]:
+    """A warm-up longer than the run, with the run's length from the rows of a local file
+    (one example per row: sft without packing, dpo; epochs, not max_steps)."""
+    t, d = spec.train, spec.data
+    if not t.warmup_steps or t.max_steps is not None or d.limit or not (spec.recipe == "dpo" or (spec.recipe == "sft" and not t.packing)):
+        return []
+    from trainyard.data.formats import FORMATS
+
+    fmt = FORMATS.get(d.format)
+    if fmt is None or fmt.loader is not None:
+        return []
+    rows = row_count(d.source)
+    if not rows:
+        return []
+    held = 0 if d.eval_split is not None or not d.eval_size else (int(d.eval_size) if d.eval_size >= 1 else round(rows * d.eval_size))
+    train_rows = max(1, rows - held)
+    steps = max(1, -(-train_rows // (t.batch_size * t.grad_accum))) * t.epochs
+    if t.warmup_steps >= steps:
+        return [("train.warmup_steps", f"warmup_steps ({t.warmup_steps}) >= the run's ~{steps:g} steps ({train_rows} training rows of {d.source} / "
+                 f"(batch_size {t.batch_size} x grad_accum {t.grad_accum}) x epochs {t.epochs:g}): the run would end warming up")]
+    return []
 
 
 @functools.lru_cache(maxsize=1024)
