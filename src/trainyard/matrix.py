@@ -130,7 +130,7 @@ def _name_order(key: str) -> tuple[str, str]:
 
 def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
     """Set a.b.c = value, merging dict values into existing sections rather than replacing."""
-    keys = dotted.split(".")
+    keys = str(dotted).split(".")
     node = target
     for k in keys[:-1]:
         if not isinstance(node.get(k), dict):
@@ -148,7 +148,7 @@ def _label(key: str, value: Any) -> str:
     leaf = key.split(".")[-1]
     label = KEY_LABELS.get(leaf, leaf)
     if isinstance(value, dict):
-        return "".join(_label(k, value[k]) for k in sorted(value))
+        return "".join(_label(str(k), value[k]) for k in sorted(value, key=str))
     if isinstance(value, bool):
         return label if value else f"no-{label}"
     if value is None:
@@ -366,7 +366,7 @@ def _check_shape(doc: dict[str, Any], fname: str, lines: dict[tuple, int]) -> li
                                     "Export it (HF_TOKEN, OPENAI_API_KEY, ...) and name the variable instead (e.g. eval.judge.api_key_env)", key=where))
     if "name" not in doc:
         problems.append(Problem(fname, "missing `name:` (used for runs/<name>/ and the Trackio project)", key="name"))
-    elif not isinstance(doc["name"], str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", doc["name"]):
+    elif isinstance(doc["name"], bool) or not isinstance(doc["name"], str | int) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(doc["name"])):
         problems.append(Problem(fname, "name may only use letters, digits, '_', '.', '-' (and start with a letter or digit)", key="name", line=lines.get(("name",))))
     if not isinstance(doc.get("base", {}), dict):
         problems.append(Problem(fname, "`base:` must be a mapping of RunSpec sections", key="base", line=lines.get(("base",))))
