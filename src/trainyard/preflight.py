@@ -312,7 +312,7 @@ def check_json_file(path: str) -> str | None:
     """Judge questions / IFEval prompts / recorded replies: UTF-8 JSON (lines) of objects."""
     p = Path(path).expanduser()
     if not p.is_file():
-        return None if p.is_dir() else None
+        return None  # a missing path is reported as such; a directory is read by its loader
     stat = p.stat()
     if p.suffix.lower() in (".jsonl", ".json"):
         _, _, error = _read_rows(str(p), stat.st_mtime, stat.st_size)
