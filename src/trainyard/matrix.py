@@ -328,13 +328,23 @@ def _identical_runs(runs: list[RunSpec], dumps: list[dict[str, Any]], fname: str
 
 
 def _repeated(values: list[Any]) -> str:
-    """Values equal to an earlier one (1.0e4 == 10000; 1e-5 == 0.00001), described."""
+    """Values equal to an earlier one (1.0e4 == 10000; 1e-5 == 0.00001), described. Linear:
+    numbers hash by value (hash(1.0) == hash(1)); lists / mappings by their JSON."""
+    first: dict[Any, Any] = {}
     out = []
-    for i, v in enumerate(values):
-        for w in values[:i]:
-            if type(v) is not bool and type(w) is not bool and v == w:
-                out.append(f"{w!r} and {v!r} are the same" if repr(v) != repr(w) else f"{v!r} twice")
+    for v in values:
+        key = ("bool", v) if isinstance(v, bool) else v
+        try:
+            hash(key)
+        except TypeError:
+            key = ("json", json.dumps(v, sort_keys=True, default=str))
+        if key in first:
+            w = first[key]
+            out.append(f"{w!r} and {v!r} are the same" if repr(v) != repr(w) else f"{v!r} twice")
+            if len(out) >= 3:
                 break
+        else:
+            first[key] = v
     return "; ".join(out)
 
 

@@ -22,9 +22,10 @@ from typing import Any
 
 import yaml
 
-MAX_BYTES = 4 * 2**20
+MAX_BYTES = 2**20  # shipped matrices are a few KB
 MAX_DEPTH = 64
-MAX_NODES = 200_000
+MAX_NODES = 200_000  # values after alias expansion
+MAX_WRITTEN_NODES = 50_000  # values written in the file (bounds the parse time)
 
 # YAML 1.2 style floats PyYAML 1.1 misses: an exponent without a dot, or without a sign.
 _FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
@@ -45,10 +46,15 @@ class _Loader(yaml.SafeLoader):
     def __init__(self, stream: str):
         super().__init__(stream)
         self._depth = 0
+        self._nodes = 0
 
     def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
         self._depth += 1
+        self._nodes += 1
         try:
+            if self._nodes > MAX_WRITTEN_NODES:
+                mark = self.peek_event().start_mark
+                raise YamlProblem(f"more than {MAX_WRITTEN_NODES:,} values in one file; a matrix needs a few hundred (use a grid)", mark.line + 1)
             if self._depth > MAX_DEPTH:
                 mark = self.peek_event().start_mark
                 raise YamlProblem(f"nesting deeper than {MAX_DEPTH} levels; a matrix file needs a handful", mark.line + 1)
