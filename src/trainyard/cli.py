@@ -256,11 +256,29 @@ def run_preflight(matrix: Matrix, specs, target: str | None, originals=None) -> 
     return True
 
 
+def backend_problem(fname: str, text: str):
+    """A backend's "run 'x' | key 'k': message" line as a Problem, so runs sharing it group."""
+    import re
+
+    from trainyard.errors import Problem
+
+    m = re.match(r"run '([^']*)'(?: \| key '([^']*)')?: (.*)$", text, re.S)
+    return Problem(fname, m.group(3), run=m.group(1), key=m.group(2)) if m else Problem(fname, text)
+
+
 def cmd_validate(matrix: Matrix, specs, args) -> int:
     if not run_preflight(matrix, specs, args.backend, getattr(args, "originals", None)):
         return 2
+    if args.backend not in (None, "local"):
+        from trainyard.backends import get_backend
+        from trainyard.backends.remote import validate_all
+
+        problems = validate_all(specs, get_backend(args.backend))  # what submit would refuse, offline
+        if problems:
+            print(str(SpecError([backend_problem(str(matrix.path), p) for p in problems], total_runs=len(specs))), file=sys.stderr)
+            return 2
     out.print(summary_table(matrix, specs))
-    out.print(f"[green]ok[/]: {len(specs)} run(s) valid")
+    out.print(f"[green]ok[/]: {len(specs)} run(s) valid" + (f" for --backend {args.backend}" if args.backend else ""))
     return 0
 
 
