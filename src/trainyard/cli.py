@@ -28,6 +28,7 @@ from rich.table import Table
 from trainyard import __version__
 from trainyard.backends import BACKENDS
 from trainyard.backends.remote import job_of
+from trainyard.contract import ExitCode
 from trainyard.errors import SpecError
 from trainyard.matrix import DEFAULT_MAX_RUNS, MAX_RUNS_ENV, Matrix, load_matrix
 from trainyard.run_dir import RunDir
@@ -123,15 +124,15 @@ def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.max_runs is not None and args.max_runs < 1:
         print("--max-runs must be at least 1", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     try:
         matrix = load_matrix(args.matrix, sets=args.set, max_runs=args.max_runs)
     except SpecError as exc:
         print(str(exc), file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     specs = select(matrix, args)
     if specs is None:
-        return 2
+        return ExitCode.BAD_INPUT
     return {
         "submit": cmd_submit,
         "validate": cmd_validate,
@@ -268,7 +269,7 @@ def backend_problem(fname: str, text: str):
 
 def cmd_validate(matrix: Matrix, specs, args) -> int:
     if not run_preflight(matrix, specs, args.backend, getattr(args, "originals", None)):
-        return 2
+        return ExitCode.BAD_INPUT
     if args.backend not in (None, "local"):
         from trainyard.backends import get_backend
         from trainyard.backends.remote import validate_all
@@ -276,7 +277,7 @@ def cmd_validate(matrix: Matrix, specs, args) -> int:
         problems = validate_all(specs, get_backend(args.backend))  # what submit would refuse, offline
         if problems:
             print(str(SpecError([backend_problem(str(matrix.path), p) for p in problems], total_runs=len(specs))), file=sys.stderr)
-            return 2
+            return ExitCode.BAD_INPUT
     out.print(summary_table(matrix, specs))
     out.print(f"[green]ok[/]: {len(specs)} run(s) valid" + (f" for --backend {args.backend}" if args.backend else ""))
     return 0
@@ -285,7 +286,7 @@ def cmd_validate(matrix: Matrix, specs, args) -> int:
 def cmd_submit(matrix: Matrix, specs, args) -> int:
     runs_root = Path(args.runs_dir)
     if not run_preflight(matrix, specs, args.backend, getattr(args, "originals", None)):
-        return 2
+        return ExitCode.BAD_INPUT
     if args.backend != "local":
         return submit_remote(matrix, specs, args)
     if args.dry_run:
