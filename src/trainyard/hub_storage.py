@@ -62,7 +62,7 @@ ARTIFACT_DIRS = ("logs",)  # checkpoints/ travel separately (upload_checkpoint),
 CHECKPOINT_SPEC = "trainyard_spec.json"  # the spec that wrote an uploaded checkpoint, stored inside it
 CHECKPOINT_COMPLETE = "trainer_state.json"  # the Trainer writes it last into a checkpoint folder
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-LOCAL_STATUS_KEYS = ("job", "backend", "submitted_at")  # written by the submitting machine only
+LOCAL_STATUS_KEYS = ("job", "backend", "submitted_at", "tracking_url")  # written by the submitting machine only
 
 
 def artifacts_prefix(matrix: str, run: str) -> str:
