@@ -129,9 +129,10 @@ def with_tracking(spec: RunSpec, space: str | None) -> RunSpec:
 class HfJobsBackend(Backend):
     name = "hf-jobs"
 
-    def __init__(self, api: HfApi | None = None, namespace: str | None = None):
+    def __init__(self, api: HfApi | None = None, namespace: str | None = None, storage=None):
         self.api = api or HfApi()  # token: HF_TOKEN or the `hf auth login` cache
         self._namespace = namespace
+        self._storage = storage  # repo calls (the wheel upload); default: hub_storage's HfApi
         self._wheels: dict[str, WheelRef] = {}  # artifacts repo -> the wheel uploaded there
 
     # -- what would be submitted
@@ -229,7 +230,9 @@ class HfJobsBackend(Backend):
         if ref is None or ref.repo in self._wheels:
             return
         try:
-            ensure_uploaded(ref, self.api)
+            from trainyard import hub_storage
+
+            ensure_uploaded(ref, self._storage or hub_storage._hub_api())
         except WheelError as err:
             raise BackendError(f"hf-jobs: {err}") from err
         except Exception as err:

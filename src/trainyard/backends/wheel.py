@@ -15,6 +15,7 @@ Torch-free: reads versions with importlib.metadata, never imports the libraries.
 from __future__ import annotations
 
 import hashlib
+import os
 import shlex
 import shutil
 import subprocess
@@ -72,22 +73,15 @@ def source_hash(root: Path | None = None) -> str:
     return h.hexdigest()[:16]
 
 
-def wheel_name() -> str:
-    return f"trainyard-{metadata.version('trainyard') if _installed() else _pyproject_version()}-py3-none-any.whl"
+def wheel_name(root: Path | None = None) -> str:
+    """The file pip names the wheel of pyproject.toml's version (the checkout's, not an installed one)."""
+    import re
 
-
-def _installed() -> bool:
-    try:
-        metadata.version("trainyard")
-        return True
-    except metadata.PackageNotFoundError:
-        return False
-
-
-def _pyproject_version() -> str:
-    import tomllib
-
-    return tomllib.loads((project_root() / "pyproject.toml").read_text())["project"]["version"]
+    text = ((root or project_root()) / "pyproject.toml").read_text()
+    m = re.search(r'^version\s*=\s*"([^"]+)"', text, re.MULTILINE)
+    if not m:
+        raise WheelError("pyproject.toml has no static `version = \"...\"`")
+    return f"trainyard-{m.group(1)}-py3-none-any.whl"
 
 
 def pins() -> list[str]:
@@ -129,7 +123,7 @@ class WheelRef:
 
 
 def wheel_ref(repo: str, root: Path | None = None) -> WheelRef:
-    return WheelRef(repo=repo, digest=source_hash(root), filename=wheel_name())
+    return WheelRef(repo=repo, digest=source_hash(root), filename=wheel_name(root))
 
 
 def build_wheel(out_dir: Path, root: Path | None = None) -> Path:
@@ -151,17 +145,35 @@ def build_wheel(out_dir: Path, root: Path | None = None) -> Path:
     return wheels[-1]
 
 
+def local_wheel(ref: WheelRef) -> Path:
+    """The wheel of this source version, built once into the local cache (atomic rename)."""
+    cache = Path(os.environ.get("TRAINYARD_CACHE", Path.home() / ".cache" / "trainyard")) / "wheels" / ref.digest
+    wheel = cache / ref.filename
+    if wheel.is_file():
+        return wheel
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{ref.digest}-", dir=cache.parent) as tmp:
+        built = build_wheel(Path(tmp) / "out")
+        if built.name != ref.filename:
+            raise WheelError(f"built {built.name}, expected {ref.filename}")
+        staged = Path(tmp) / "done"
+        staged.mkdir()
+        os.replace(built, staged / ref.filename)
+        try:
+            os.replace(staged, cache)
+        except OSError:  # another launcher built it meanwhile
+            if not wheel.is_file():
+                raise
+    return wheel
+
+
 def ensure_uploaded(ref: WheelRef, api) -> bool:
     """Upload the wheel unless this source version is already in the repo. True if uploaded."""
     if api.file_exists(ref.repo, ref.path_in_repo, repo_type="dataset"):
         return False
     api.create_repo(repo_id=ref.repo, repo_type="dataset", private=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="trainyard-wheel-") as tmp:
-        built = build_wheel(Path(tmp))
-        if built.name != ref.filename:
-            raise WheelError(f"built {built.name}, expected {ref.filename}")
-        api.upload_file(
-            path_or_fileobj=str(built), path_in_repo=ref.path_in_repo, repo_id=ref.repo, repo_type="dataset",
-            commit_message=f"trainyard wheel {ref.digest}",
-        )
+    api.upload_file(
+        path_or_fileobj=str(local_wheel(ref)), path_in_repo=ref.path_in_repo, repo_id=ref.repo, repo_type="dataset",
+        commit_message=f"trainyard wheel {ref.digest}",
+    )
     return True
