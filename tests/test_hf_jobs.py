@@ -281,8 +281,8 @@ def _json_objects(text: str) -> list[dict]:
 
 
 @pytest.mark.skipif(
-    not (os.environ.get("HF_TOKEN") and os.environ.get("TRAINYARD_LIVE_HF_JOBS") == "1"),
-    reason="live HF Jobs test: set HF_TOKEN and TRAINYARD_LIVE_HF_JOBS=1 (costs a few cents of cpu-basic)",
+    not (os.environ.get("HF_TOKEN") and "1" in (os.environ.get("TRAINYARD_LIVE_HF"), os.environ.get("TRAINYARD_LIVE_HF_JOBS"))),
+    reason="live HF Jobs test: set HF_TOKEN and TRAINYARD_LIVE_HF=1 (costs a few cents of cpu-basic)",
 )
 def test_live_tiny_job(monkeypatch):
     """Submit a real cpu-basic job that only prints, follow it to the end, read its logs."""
