@@ -174,3 +174,29 @@ def test_smoke_run_card_loads_with_eval_results_equal_to_metrics(tmp_path):
     db = sqlite3.connect(trackio / "rust_sft-smoke.db")  # the run is grouped under its matrix
     [(config,)] = db.execute("select config from configs where run_name = '5k'").fetchall()
     assert json.loads(config)["_Group"] == "rust_sft-smoke"
+
+
+def test_a_failed_run_gets_a_card_that_says_so(tmp_path, tiny_model):
+    import logging
+
+    from trainyard.run import EXIT, execute
+
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"nothing": "useful"}\n' * 4)
+    spec = spec_of(model={"name": tiny_model}, data={"source": str(data), "format": "prompt_completion"}, eval={}, smoke=True,
+                   train={"max_steps": 1})
+    rd = RunDir(tmp_path / "run")
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        state = execute(spec, rd)
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+    assert EXIT[state] == 2 and rd.state == "failed"
+    text = rd.card_file.read_text()
+    assert "**Outcome: failed.**" in text and "bad data" in text
+    assert ModelCard.load(rd.card_file).data.pipeline_tag == "text-generation"
