@@ -395,6 +395,8 @@ def test_trackio_goes_to_a_private_space_named_after_the_matrix(hub, backend):
     assert submitted({"remote_space": "{user}/all-{matrix}"}).tracking.space_id == f"{USER}/all-rust_sft"
     assert submitted({"remote_space": None}).tracking.space_id is None
     assert submitted({"enabled": False}).tracking.space_id is None
+    with pytest.raises(BackendError, match=r"tracking.remote_space': unknown placeholder\(s\) \['run'\]"):
+        backend.submit(make_spec().model_copy(update={"tracking": make_spec().tracking.model_copy(update={"remote_space": "{user}/{run}"})}))
 
 
 def test_cli_records_the_trackio_url_and_prints_it(write_yaml, tmp_path, hub, store, monkeypatch, capsys):

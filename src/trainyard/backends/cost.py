@@ -1,7 +1,7 @@
 """Cost and time of a matrix before it is submitted (HF Jobs flavors).
 
     tokens   = examples x epochs x mean tokens per example   (or max_steps x batch x accum x mean)
-    duration = startup + tokens / throughput(flavor, model size, method)
+    duration = startup + max(tokens / throughput, micro-batches x 0.1 s)   (throughput: flavor, model size, method)
     cost     = price per hour x min(duration, timeout);  worst case = price x timeout
 
 Mean tokens per example are measured on a data sample: the run's own file / fixture, or

@@ -75,6 +75,10 @@ def spec_problems(spec: RunSpec) -> list[str]:
         problems.append(f"{where}: --smoke runs use a tiny model built on this machine; run them with --backend local")
     if not spec.hub.artifacts_repo:
         problems.append(f"{where} | key 'hub.artifacts_repo': required for hf-jobs (a job's disk dies with it; results go to this Hub dataset repo), e.g. '{{user}}/trainyard-runs'")
+    remote_space = spec.tracking.remote_space or ""
+    unknown = sorted(set(re.findall(r"{([^{}]*)}", remote_space)) - {"user", "matrix"})
+    if unknown:
+        problems.append(f"{where} | key 'tracking.remote_space': unknown placeholder(s) {unknown} in {remote_space!r}; use {{user}} and {{matrix}}")
     local = [(k, v) for k, v in spec.sources() if is_local_path(v)]
     for key, value in local:
         problems.append(f"{where} | key {key!r}: {value!r} is a path on this machine, which the job cannot see; push it to the Hub and use its id (or a bundled fixture:<name>)")
@@ -113,7 +117,7 @@ def tracking_destination(spec: RunSpec, user: str) -> tuple[str | None, str | No
         return t.space_id, f"https://huggingface.co/spaces/{t.space_id}"
     if t.server_url:
         return None, t.server_url.split("?", 1)[0]  # a write_token query stays out of records
-    if not t.remote_space:
+    if not t.remote_space or spec_problems(spec):
         return None, None
     space = t.remote_space.format(user=user, matrix=_label(spec.matrix))
     return space, f"https://huggingface.co/spaces/{space}"
