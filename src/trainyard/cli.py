@@ -17,7 +17,9 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -49,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(s)
     s.add_argument("--backend", choices=BACKENDS, default="local")
     s.add_argument("--dry-run", action="store_true", help="validate and show what would be submitted; submit nothing")
-    s.add_argument("--parallel", type=int, default=1, help="local backend: runs at once (default 1)")
+    s.add_argument("--parallel", type=int, default=None, help="runs at once: local default 1; remote backends: at most N jobs queued/running, the rest submitted as they end (default: all at once)")
+    s.add_argument("--yes", "-y", action="store_true", help="remote backends: submit without asking to confirm the cost estimate")
     s.add_argument("--restart", action="store_true", help="set aside run dirs of a changed spec (renamed, not deleted) and train again")
     v = sub.add_parser("validate", help="expand and validate every run; run nothing")
     common(v)
@@ -185,6 +188,9 @@ def cmd_validate(matrix: Matrix, specs, args) -> int:
 
 def cmd_submit(matrix: Matrix, specs, args) -> int:
     runs_root = Path(args.runs_dir)
+    if args.parallel is not None and args.parallel < 1:
+        print(f"--parallel must be at least 1 (got {args.parallel})", file=sys.stderr)
+        return 2
     if args.backend != "local":
         return submit_remote(matrix, specs, args)
     if args.dry_run:
@@ -204,7 +210,7 @@ def cmd_submit(matrix: Matrix, specs, args) -> int:
         return 2
     if refuse_stale(specs, runs_root, args.restart):
         return 2
-    code = run_local(specs, runs_root, parallel=max(1, args.parallel), console=err)
+    code = run_local(specs, runs_root, parallel=max(1, args.parallel or 1), console=err)
     if specs and specs[0].tracking.enabled:
         err.print(f"curves: trackio show --project {specs[0].tracking_project}")
     return code
@@ -335,6 +341,14 @@ def submit_remote(matrix: Matrix, specs, args) -> int:
     if problems:
         print("\n".join([f"{len(problems)} problem(s) found; nothing was submitted:"] + [f"  - {p}" for p in problems]), file=sys.stderr)
         return 2
+    estimate = cost_plan(backend, matrix, specs, Path(args.runs_dir))
+    if estimate is not None:
+        from trainyard.backends.cost import budget_problems
+
+        over = budget_problems(estimate.specs, estimate.plan, matrix.budget_usd, where=f"{matrix.path} | ")
+        if over:
+            print("\n".join([f"over budget; nothing was submitted ({estimate.plan.price_source}):"] + [f"  - {p}" for p in over]), file=sys.stderr)
+            return 2
     if args.dry_run:
         out.print(summary_table(matrix, specs))
         invalid = []
@@ -346,12 +360,24 @@ def submit_remote(matrix: Matrix, specs, args) -> int:
         if invalid:
             print("\n".join(["invalid payloads:"] + [f"  - {p}" for p in invalid]), file=sys.stderr)
             return 2
+        if estimate is not None:
+            out.print(cost_table(estimate))
         out.print(f"dry run: {len(specs)} run(s) validated, nothing submitted (secrets shown as placeholders)")
         return 0
     runs_root = Path(args.runs_dir)
     if refuse_stale(specs, runs_root, args.restart):
         return 2
-    results = submit_runs(specs, backend, runs_root, BackendCache(backend))
+    if estimate is not None and estimate.specs and not confirm_cost(estimate, args.yes):
+        print("not submitted", file=sys.stderr)
+        return 1
+    if args.parallel:
+        err.print(f"--parallel {args.parallel}: at most {args.parallel} job(s) at once; waiting here to submit the rest as earlier ones end (Ctrl-C stops submitting, running jobs go on)")
+    on_submit = (lambda r: err.print(f"{r.spec.name}: {r.action} {escape(str(r.note or ''))}", highlight=False)) if args.parallel else None
+    try:
+        results = submit_runs(specs, backend, runs_root, BackendCache(backend), parallel=args.parallel, poll_s=float(os.environ.get("TRAINYARD_POLL_S", "30")), on_submit=on_submit)
+    except KeyboardInterrupt:
+        err.print("interrupted: runs not submitted yet stay unsubmitted; run the same command again to go on")
+        return 130
     t = Table(title=f"{specs[0].matrix}: {len(specs)} run(s) -> {args.backend}")
     for c in ("run", "action", "job / note"):
         t.add_column(c)
@@ -359,13 +385,67 @@ def submit_remote(matrix: Matrix, specs, args) -> int:
     for r in results:
         t.add_row(r.spec.name, f"[{colors[r.action]}]{r.action}[/]", escape(str(r.note or "")))
     out.print(t)
-    if any(s.tracking.enabled and not (s.tracking.space_id or s.tracking.server_url) for s in specs):
-        err.print("note: live curves stay inside the job unless tracking.space_id is set; history.json still comes back")
+    urls = sorted({r.job.extra["tracking_url"] for r in results if r.job is not None and (r.job.extra or {}).get("tracking_url")})
+    for url in urls:
+        err.print(f"curves: {url}", highlight=False)
     for r in results:
         if r.job is not None and r.action == "submitted":
             err.print(f"{r.spec.name}: {json.dumps(asdict(r.job))}", highlight=False)
     err.print(f"follow: python launch.py status --matrix {matrix.path}" + (" --smoke" if args.smoke else ""))
     return 1 if any(r.action == "failed" for r in results) else 0
+
+
+@dataclass
+class CostEstimate:
+    specs: list  # the runs that would be submitted (finished ones excluded)
+    plan: Any
+
+
+def cost_plan(backend, matrix: Matrix, specs, runs_root: Path) -> CostEstimate | None:
+    """Cost and time of the runs a submit would send; None for backends without prices."""
+    prices = getattr(backend, "prices", None)
+    if prices is None:
+        return None
+    from trainyard.backends import cost
+    from trainyard.backends.remote import DONE_STATES
+
+    todo = [s for s in specs if RunDir.for_run(runs_root, s.matrix, s.name).state not in DONE_STATES]
+    table, source = prices()
+    return CostEstimate(todo, cost.plan(todo, table, source, runs_root))
+
+
+def cost_table(estimate: CostEstimate) -> Table:
+    from trainyard.backends.cost import fmt_duration, fmt_tokens, fmt_usd
+
+    p = estimate.plan
+    t = Table(title=f"estimated cost and time ({p.price_source}; planning figures, see docs/hf-jobs.md)")
+    for c in ("run", "flavor", "$/h", "tokens", "tokens/s", "duration", "timeout", "cost", "worst case", "basis"):
+        t.add_column(c)
+    for e in p.estimates:
+        t.add_row(
+            e.run, e.flavor, fmt_usd(e.price_per_hour), fmt_tokens(e.tokens), f"{e.tokens_per_second:,.0f}" if e.tokens_per_second else "?",
+            fmt_duration(e.duration_s) + (" (> timeout)" if e.hits_timeout else ""), fmt_duration(e.timeout_s), fmt_usd(e.cost_usd), fmt_usd(e.worst_usd),
+            escape("; ".join(e.notes)),
+        )
+    t.add_row("total", "", "", fmt_tokens(sum(e.tokens for e in p.estimates if e.tokens) or None), "", fmt_duration(p.total_duration_s), "", fmt_usd(p.total_usd), fmt_usd(p.total_worst_usd), "")
+    return t
+
+
+def cost_line(estimate: CostEstimate) -> str:
+    from trainyard.backends.cost import fmt_duration, fmt_usd
+
+    p = estimate.plan
+    return (
+        f"{len(estimate.specs)} run(s): estimated {fmt_usd(p.total_usd)} and {fmt_duration(p.total_duration_s)} of jobs, "
+        f"worst case {fmt_usd(p.total_worst_usd)} if every run hits its timeout ({p.price_source})"
+    )
+
+
+def confirm_cost(estimate: CostEstimate, yes: bool) -> bool:
+    err.print(cost_line(estimate), highlight=False)
+    if yes or not sys.stdin.isatty():
+        return True
+    return input("submit? [y/N] ").strip().lower() in ("y", "yes")
 
 
 def refresh_remote(specs, args) -> None:

@@ -93,6 +93,7 @@ def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = N
     except DataFormatError as exc:
         log.error("bad data: %s", exc)
         rundir.set_status("failed", error=f"bad data: {exc}")
+        _failed_card(spec, rundir, f"bad data: {exc}", log)
         return "bad_input"
     except KeyboardInterrupt:
         rundir.set_status("canceled", reason="interrupted")
@@ -100,6 +101,7 @@ def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = N
     except Exception as exc:
         log.error("run failed:\n%s", traceback.format_exc())
         rundir.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+        _failed_card(spec, rundir, f"{type(exc).__name__}: {exc}", log)
         return "failed"
     finally:
         if ctx.tracker is not None:
@@ -113,16 +115,26 @@ def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = N
         return "canceled"
     else:
         state, fields = "completed", {}
-    _write_card_and_push(spec, rundir, metrics, state, log)
+    _write_card_and_push(spec, rundir, metrics, state, log, reason=fields.get("reason"))
     rundir.set_status(state, **fields)
     log.info("run %s: %s", state, {k: v for k, v in metrics.items() if k.startswith(("train/loss", "eval/"))})
     return state
 
 
-def _write_card_and_push(spec: RunSpec, rundir: RunDir, metrics: dict, state: str, log: logging.Logger) -> None:
-    from trainyard.model_card import render_card
+def _failed_card(spec: RunSpec, rundir: RunDir, reason: str, log: logging.Logger) -> None:
+    """A failed run's card says so (and never hides the failure if the card itself fails)."""
+    try:
+        from trainyard.model_card import write_card
 
-    rundir.card_file.write_text(render_card(spec, metrics, state))
+        write_card(rundir, spec, rundir.metrics(), "failed", reason=reason)
+    except Exception as err:
+        log.warning("could not write the model card: %s", err)
+
+
+def _write_card_and_push(spec: RunSpec, rundir: RunDir, metrics: dict, state: str, log: logging.Logger, reason: str | None = None) -> None:
+    from trainyard.model_card import write_card
+
+    write_card(rundir, spec, metrics, state, reason=reason)
     if spec.hub.push and state == "completed":
         repo_id = resolve_repo_id(spec.hub.repo, spec.matrix, spec.name)
         where = push_to_hub(rundir, repo_id, spec.hub.private, smoke=spec.smoke)

@@ -219,6 +219,14 @@ class TrackingSpec(Section):
     space_id: str | None = None
     server_url: str | None = None
     private: bool = True
+    # Remote backends (hf-jobs) with no space_id / server_url: a job's disk dies with it, so
+    # curves go to this private Space instead (template: {user} = job owner, {matrix}).
+    remote_space: str | None = Field(
+        "{user}/trackio-{matrix}",
+        pattern=r"^[A-Za-z0-9{}_.-]+/[A-Za-z0-9{}_.-]+$",
+        description="remote backends: Trackio Space used when space_id and server_url are unset (None: curves stay in the job)",
+    )
+    group: str | None = Field(None, description="Trackio run group; default: the matrix name")
 
 
 class HubSpec(Section):
@@ -267,7 +275,12 @@ class ResourcesSpec(Section):
         "64Gi", pattern=r"^\d+(\.\d+)?([KMGTPE]i?)?$", description="memory quantity, e.g. 64Gi"
     )
     timeout: str = Field("6h", pattern=r"^\d+(\.\d+)?[smhd]?$")
-    retries: int = Field(2, ge=0, description="k8s: Job backoffLimit (failed pods retried from the last checkpoint)")
+    retries: int = Field(
+        2, ge=0, description="retries after a failure, from the last checkpoint (k8s: Job backoffLimit; hf-jobs: attempts = 1 + retries)"
+    )
+    budget_usd: PositiveFloat | None = Field(
+        None, description="remote backends: refuse to submit this run if its worst-case cost (price x timeout) exceeds it"
+    )
     namespace: str | None = Field(
         None,
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
@@ -338,6 +351,10 @@ class MixedLossSpec(Section):
     top_k: PositiveInt | None = Field(None, description="expected embedding over the top-k logits; default all")
 
 
+# The image a run gets when the matrix sets none. hf-jobs does not pull it: it runs a public
+# CUDA PyTorch image and installs this project's wheel (backends/wheel.py) instead.
+DEFAULT_IMAGE = "ghcr.io/trainyard/trainyard:latest"
+
 DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -368,7 +385,11 @@ class RunSpec(Section):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     hub: HubSpec = Field(default_factory=HubSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    image: str = "ghcr.io/trainyard/trainyard:latest"
+    image: str = Field(
+        DEFAULT_IMAGE,
+        description="container image with trainyard installed; unset on hf-jobs: a public CUDA PyTorch image installs this project's wheel",
+    )
+    matrix_file: str | None = Field(None, description="set by the matrix loader: the matrix YAML, relative to the working directory")
     smoke: bool = Field(False, description="set by --smoke: tiny model, fixture data, capped")
     description: str | None = None
 
@@ -457,7 +478,7 @@ class RunSpec(Section):
 
     # Where and how a run executes, not what it trains: changing these (a longer timeout
     # after a job timed out, another image tag) must not stop a run resuming its checkpoint.
-    EXECUTION_SECTIONS: ClassVar[frozenset[str]] = frozenset({"resources", "image", "tracking", "hub", "description"})
+    EXECUTION_SECTIONS: ClassVar[frozenset[str]] = frozenset({"resources", "image", "tracking", "hub", "description", "matrix_file"})
 
     def training_fingerprint(self) -> str:
         """Hash of what determines the training trajectory: a checkpoint resumes only under it."""
