@@ -204,7 +204,7 @@ def test_live_cluster_smoke_run(write_yaml, tmp_path):
     """
     import time
 
-    image = os.environ.get("TRAINYARD_LIVE_IMAGE", "ghcr.io/trainyard/trainyard:latest")
+    image = os.environ.get("TRAINYARD_LIVE_IMAGE", "ghcr.io/trainyard/trainyard:0.1.0")
     text = MATRIX.replace("gpus: 1", "gpus: 0").replace('cpu: "8"', 'cpu: "2"').replace("64Gi", "4Gi")
     m = write_yaml(text.replace("  resources:", f"  image: {image}\n  resources:"))
     args = ["--matrix", str(m), "--runs-dir", str(tmp_path / "runs"), "--only", "a", "--smoke"]

@@ -283,6 +283,60 @@ class ResourcesSpec(Section):
     cache_pvc: str | None = Field(
         "trainyard-hf-cache", description="k8s PVC mounted as the HF cache (None: no cache volume)"
     )
+    # -- launch shape: processes per node x nodes (torchrun); one process needs no torchrun
+    processes: PositiveInt | None = Field(None, description="training processes per node (default: gpus, at least 1)")
+    nodes: PositiveInt = Field(1, description="k8s: nodes (pods of an Indexed Job), each running `processes`")
+    shm_size: str | None = Field(
+        None, pattern=r"^\d+(\.\d+)?([KMGTPE]i?)?$", description="k8s: /dev/shm size limit (default: a quarter of memory)"
+    )
+    # -- scheduling metadata (k8s)
+    queue: str | None = Field(
+        None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=63,
+        description="k8s: Kueue LocalQueue (label kueue.x-k8s.io/queue-name; the Job starts suspended)",
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="k8s: extra labels on the Job and its pods")
+    annotations: dict[str, str] = Field(default_factory=dict, description="k8s: extra annotations on the Job and its pods")
+
+    @property
+    def processes_per_node(self) -> int:
+        return self.processes or max(1, self.gpus)
+
+    @property
+    def world_size(self) -> int:
+        return self.processes_per_node * self.nodes
+
+    @model_validator(mode="after")
+    def _launch_shape_and_metadata(self) -> ResourcesSpec:
+        if self.processes and self.gpus and self.processes > self.gpus:
+            raise ValueError(f"processes ({self.processes}) > gpus ({self.gpus}): each process needs its own GPU; lower processes or raise gpus")
+        for kind, mapping in (("labels", self.labels), ("annotations", self.annotations)):
+            for key, value in mapping.items():
+                problem = k8s_metadata_problem(key, value if kind == "labels" else None)
+                if problem:
+                    raise ValueError(f"{kind} {key!r}: {problem}")
+        return self
+
+
+_K8S_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# label prefixes set by trainyard itself (or by resources.queue): a user value would break
+# what relies on them; of these, annotations reserve only trainyard.io/ (Kueue reads its own)
+RESERVED_LABEL_PREFIXES = ("trainyard.io/", "kueue.x-k8s.io/", "batch.kubernetes.io/")
+
+
+def k8s_metadata_problem(key: str, label_value: str | None = None) -> str | None:
+    """Why `key` (and, for labels, `label_value`) is not valid Kubernetes label syntax; None if it is."""
+    prefix, _, name = key.rpartition("/")
+    if not name or len(name) > 63 or not _K8S_NAME.match(name):
+        return "the name part must be 1-63 characters of [A-Za-z0-9_.-], starting and ending alphanumeric"
+    if "/" in key and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return "the prefix must be a DNS subdomain (lowercase, e.g. example.com/)"
+    reserved = RESERVED_LABEL_PREFIXES if label_value is not None else RESERVED_LABEL_PREFIXES[:1]
+    if key.startswith(reserved):
+        return f"keys under {', '.join(reserved)} are set by trainyard" + (" (use resources.queue for Kueue)" if label_value is not None else "")
+    if label_value is not None and label_value and (len(label_value) > 63 or not _K8S_NAME.match(label_value)):
+        return f"value {label_value!r} must be at most 63 characters of [A-Za-z0-9_.-], starting and ending alphanumeric (or empty)"
+    return None
 
 
 class ArchitectureSpec(Section):
@@ -368,7 +422,7 @@ class RunSpec(Section):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     hub: HubSpec = Field(default_factory=HubSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    image: str = "ghcr.io/trainyard/trainyard:latest"
+    image: str = "ghcr.io/trainyard/trainyard:0.1.0"  # pinned: :latest changes under a resumed run
     smoke: bool = Field(False, description="set by --smoke: tiny model, fixture data, capped")
     description: str | None = None
 

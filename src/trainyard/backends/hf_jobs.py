@@ -28,6 +28,7 @@ from trainyard.backends.base import (
     extra_secret_names,
     job_command,
 )
+from trainyard.backends.launch import flavor_gpus, launch_command
 from trainyard.errors import BackendError, did_you_mean
 from trainyard.hub_storage import ARTIFACTS_REPO_ENV
 from trainyard.run_dir import FINAL_STATES
@@ -100,7 +101,7 @@ class HfJobsBackend(Backend):
         artifacts_repo = spec.hub.artifacts_repo.replace("{user}", user)
         return {
             "image": spec.image,
-            "command": job_command(spec),
+            "command": launch_command(spec, job_command(spec)[-1], gpus=flavor_gpus(spec.resources.flavor)),
             "env": {
                 SPEC_ENV: json.dumps(spec.model_dump(mode="json"), separators=(",", ":")),
                 RUN_DIR_ENV: job_command(spec)[-1],
