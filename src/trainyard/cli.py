@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(s)
     s.add_argument("--backend", choices=BACKENDS, default="local")
     s.add_argument("--dry-run", action="store_true", help="validate and show what would be submitted; submit nothing")
+    s.add_argument("-o", "--output", choices=("yaml", "json"), help="with --dry-run on a remote backend: only the payloads on stdout (k8s: `| kubectl apply -f -`), notes on stderr")
     s.add_argument("--parallel", type=int, default=1, help="local backend: runs at once (default 1)")
     s.add_argument("--restart", action="store_true", help="set aside run dirs of a changed spec (renamed, not deleted) and train again")
     v = sub.add_parser("validate", help="expand and validate every run; run nothing")
@@ -185,6 +186,9 @@ def cmd_validate(matrix: Matrix, specs, args) -> int:
 
 def cmd_submit(matrix: Matrix, specs, args) -> int:
     runs_root = Path(args.runs_dir)
+    if args.output and (not args.dry_run or args.backend == "local"):
+        print(f"-o {args.output} prints the payloads of a remote backend: add --dry-run and --backend k8s|hf-jobs", file=sys.stderr)
+        return 2
     if args.backend != "local":
         return submit_remote(matrix, specs, args)
     if args.dry_run:
@@ -331,23 +335,12 @@ def submit_remote(matrix: Matrix, specs, args) -> int:
     from trainyard.backends.remote import BackendCache, submit_runs, validate_all
 
     backend = get_backend(args.backend)
+    if args.dry_run:  # renders (and so validates) every run once
+        return dry_run_remote(matrix, specs, backend, args)
     problems = validate_all(specs, backend)
     if problems:
         print("\n".join([f"{len(problems)} problem(s) found; nothing was submitted:"] + [f"  - {p}" for p in problems]), file=sys.stderr)
         return 2
-    if args.dry_run:
-        out.print(summary_table(matrix, specs))
-        invalid = []
-        for s in specs:
-            out.print(f"[bold]{s.name}[/] -> {args.backend} job:", highlight=False)
-            payload = backend.render(s)
-            invalid += backend.validate_payload(payload)  # k8s: kubernetes-validate --strict, offline
-            print(json.dumps(payload, indent=2))
-        if invalid:
-            print("\n".join(["invalid payloads:"] + [f"  - {p}" for p in invalid]), file=sys.stderr)
-            return 2
-        out.print(f"dry run: {len(specs)} run(s) validated, nothing submitted (secrets shown as placeholders)")
-        return 0
     runs_root = Path(args.runs_dir)
     if refuse_stale(specs, runs_root, args.restart):
         return 2
@@ -366,6 +359,49 @@ def submit_remote(matrix: Matrix, specs, args) -> int:
             err.print(f"{r.spec.name}: {json.dumps(asdict(r.job))}", highlight=False)
     err.print(f"follow: python launch.py status --matrix {matrix.path}" + (" --smoke" if args.smoke else ""))
     return 1 if any(r.action == "failed" for r in results) else 0
+
+
+DRY_RUN_TABLE_ROWS = 50  # a 1,000-run table takes seconds to lay out and nobody reads it
+
+
+def dry_run_remote(matrix: Matrix, specs, backend, args) -> int:
+    """Render + validate every payload. With -o yaml|json stdout holds only the objects."""
+    from trainyard.backends.launch import describe_launch
+    from trainyard.errors import BackendError
+
+    rendered, problems = [], []
+    for s in specs:
+        try:
+            rendered.append((s, backend.render(s)))
+        except (BackendError, ValueError) as exc:
+            problems.extend(str(exc).splitlines())
+    if problems:
+        print("\n".join([f"{len(problems)} problem(s) found; nothing was submitted:"] + [f"  - {p}" for p in problems]), file=sys.stderr)
+        return 2
+    notes = err if args.output else out
+    notes.print(summary_table(matrix, specs[:DRY_RUN_TABLE_ROWS]))
+    if len(specs) > DRY_RUN_TABLE_ROWS:
+        notes.print(f"(the table shows {DRY_RUN_TABLE_ROWS} of {len(specs)} runs; `launch.py validate` lists all)")
+    payloads, invalid = [], []
+    for s, payload in rendered:
+        invalid += backend.validate_payload(payload)  # k8s: kubernetes-validate --strict, offline
+        print(f"{s.name} -> {args.backend} job: {describe_launch(s, args.backend)}", file=sys.stderr if args.output else sys.stdout)
+        if args.output:
+            payloads += payload["items"] if payload.get("kind") == "List" else [payload]
+        else:
+            print(json.dumps(payload, indent=2))
+    if invalid:
+        print("\n".join(["invalid payloads:"] + [f"  - {p}" for p in invalid]), file=sys.stderr)
+        return 2
+    if args.output == "yaml":
+        from trainyard.backends.kubernetes import manifests_yaml
+
+        sys.stdout.write(manifests_yaml(payloads))
+    elif args.output == "json":  # k8s: one v1 List (kubectl apply -f - takes it); else a JSON array
+        is_k8s = all("kind" in p and "apiVersion" in p for p in payloads)
+        print(json.dumps({"apiVersion": "v1", "kind": "List", "items": payloads} if is_k8s else payloads, indent=2))
+    notes.print(f"dry run: {len(specs)} run(s) validated, nothing submitted (secrets shown as placeholders)")
+    return 0
 
 
 def refresh_remote(specs, args) -> None:

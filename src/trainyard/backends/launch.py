@@ -84,6 +84,16 @@ def launch_command(
     ]
 
 
+def describe_launch(spec: RunSpec, backend: str) -> str:
+    """'2 nodes x 4 processes (torchrun), effective batch 2 x 2 x 4 x 2 = 32' for --dry-run."""
+    gpus = flavor_gpus(spec.resources.flavor) if backend == "hf-jobs" else None
+    nproc, nodes = processes_per_node(spec, gpus), spec.resources.nodes
+    tr = spec.train
+    shape = (f"{nodes} nodes x " if nodes > 1 else "") + f"{nproc} process{'es' if nproc > 1 else ''}" + (" (torchrun)" if nproc * nodes > 1 else "")
+    factors = [tr.batch_size, tr.grad_accum] + ([nproc] if nproc * nodes > 1 else []) + ([nodes] if nodes > 1 else [])
+    return f"{shape}, effective batch {' x '.join(map(str, factors))} = {effective_batch(spec, gpus)}"
+
+
 def flavor_gpus(flavor: str) -> int:
     """GPUs of an HF Jobs flavor: 'a100x4' -> 4, 'h200' -> 1, 'cpu-basic' -> 0."""
     if flavor.startswith("cpu"):
