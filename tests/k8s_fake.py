@@ -193,7 +193,7 @@ class FakeK8s:
                         fake.conflict_once.discard(name)
                         return self._send(409, status_obj(409, "AlreadyExists", f'jobs.batch "{name}" already exists'))
                     job = copy.deepcopy(body)
-                    job["metadata"].update(namespace=ns, uid=f"uid-{name}", creationTimestamp=_now(), resourceVersion="1")
+                    job["metadata"].update(namespace=ns, uid=f"uid-{name}-{len(fake.requests)}", creationTimestamp=_now(), resourceVersion="1")
                     job["status"] = {}
                     fake.jobs[(ns, name)] = job
                     return self._send(201, job)
@@ -248,9 +248,8 @@ class FakeK8s:
                     return self._send(404, status_obj(404, "NotFound", f'services "{name}" not found'))
                 if method == "GET":
                     return self._send(200, fake.services[(ns, name)])
-                if method == "DELETE":
-                    del fake.services[(ns, name)]
-                    return self._send(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": name, "kind": "services"}})
+                if method == "DELETE":  # a Service's DELETE answers with the deleted object
+                    return self._send(200, fake.services.pop((ns, name)))
                 self._send(405, status_obj(405, "MethodNotAllowed", method))
 
             def _create_pod(self, ns: str, body: dict) -> None:

@@ -352,7 +352,9 @@ def submit_remote(matrix: Matrix, specs, args) -> int:
     for r in results:
         t.add_row(r.spec.name, f"[{colors[r.action]}]{r.action}[/]", escape(str(r.note or "")))
     out.print(t)
-    if any(s.tracking.enabled and not (s.tracking.space_id or s.tracking.server_url) for s in specs):
+    if args.backend == "k8s" and any(s.tracking.enabled and not (s.tracking.space_id or s.tracking.server_url) for s in specs):
+        err.print("note: curves go to the in-cluster Trackio server (TRACKIO_SERVER_URL in ConfigMap trainyard-env): kubectl -n trainyard port-forward svc/trackio 7860")
+    elif any(s.tracking.enabled and not (s.tracking.space_id or s.tracking.server_url) for s in specs):
         err.print("note: live curves stay inside the job unless tracking.space_id is set; history.json still comes back")
     for r in results:
         if r.job is not None and r.action == "submitted":
