@@ -1,6 +1,6 @@
 """`python launch.py` — submit (default), validate, status, logs, cancel, report.
 
-    python launch.py --matrix jobs/X.yaml [--backend local|hf-jobs|k8s] [--smoke] [--dry-run] [--only GLOB] [--parallel N]
+    python launch.py --matrix jobs/X.yaml [--backend local|hf-jobs|k8s] [--smoke] [--dry-run [-o yaml|json]] [--only GLOB] [--parallel N]
     python launch.py validate --matrix jobs/X.yaml [--smoke]
     python launch.py status   --matrix jobs/X.yaml [--smoke] [--json]
     python launch.py logs     --matrix jobs/X.yaml RUN [--follow]
