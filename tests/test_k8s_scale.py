@@ -160,6 +160,10 @@ def test_gpus_4_starts_4_processes(specs):
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "4"
     assert c["command"][c["command"].index("--nproc-per-node") + 1] == "4"
     assert "completionMode" not in job["spec"] and "subdomain" not in job["spec"]["template"]["spec"]
+    # torchrun SIGKILLs its workers 30 s after SIGTERM by default: too short for a checkpoint
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert int(env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"]) == job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] - 30
+    assert "TORCH_ELASTIC_SHUTDOWN_TIMEOUT" not in {e["name"] for e in container(render_objects(specs["one"])[0])["env"]}
 
 
 def test_two_nodes_is_an_indexed_job_with_a_headless_service(specs):

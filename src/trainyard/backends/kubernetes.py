@@ -50,7 +50,7 @@ from trainyard.backends.base import (
     JobRef,
     extra_secret_names,
 )
-from trainyard.backends.launch import MASTER_PORT, launch_command
+from trainyard.backends.launch import MASTER_PORT, SHUTDOWN_TIMEOUT_ENV, launch_command, world_size
 from trainyard.contract import NO_RETRY_EXIT_CODES as _NO_RETRY
 from trainyard.errors import BackendError
 from trainyard.spec import RunSpec, duration_seconds
@@ -203,6 +203,8 @@ def render_objects(spec: RunSpec) -> list[dict[str, Any]]:
     ]
     # The judge's API key: `kubectl -n trainyard create secret generic trainyard-judge --from-literal=NAME=...`
     env += [{"name": n, "valueFrom": {"secretKeyRef": {"name": JUDGE_SECRET, "key": n}}} for n in extra_secret_names(spec)]
+    if world_size(spec) > 1:  # torchrun gives its workers this long to checkpoint after SIGTERM
+        env.append({"name": SHUTDOWN_TIMEOUT_ENV, "value": str(TERMINATION_GRACE_S - 30)})
     mounts = [{"name": "runs", "mountPath": OUTPUT_MOUNT}, {"name": "dshm", "mountPath": "/dev/shm"}]
     volumes: list[dict[str, Any]] = [
         {"name": "runs", "persistentVolumeClaim": {"claimName": res.pvc}},

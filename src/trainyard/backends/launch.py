@@ -102,8 +102,19 @@ def flavor_gpus(flavor: str) -> int:
     return int(m.group(1)) if m else 1
 
 
+SHUTDOWN_TIMEOUT_ENV = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"
+# On SIGTERM torchrun forwards it to the workers and SIGKILLs them after this many seconds
+# (torch's default: 30), which is too short to save a big checkpoint. Backends with a
+# longer grace period set it just below theirs (k8s: terminationGracePeriodSeconds - 30).
+DEFAULT_SHUTDOWN_TIMEOUT_S = 270
+
+
 def main(argv: list[str] | None = None) -> int:
     """torchrun with the first failed worker's exit code (a signal N becomes 128 + N)."""
+    import os
+
+    os.environ.setdefault(SHUTDOWN_TIMEOUT_ENV, str(DEFAULT_SHUTDOWN_TIMEOUT_S))
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
@@ -113,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         _, failure = exc.get_first_failure()
         code = failure.exitcode
         return code if code > 0 else 128 - code if code < 0 else 1
+    except SignalException as exc:  # SIGTERM (cancel, preemption): the workers were told and stopped
+        return 128 + int(exc.sigval)
     return 0
 
 
