@@ -288,3 +288,44 @@ def test_live_cluster_smoke_run(write_yaml, tmp_path):
         main(["status", *args])
     assert rd.state == "completed", rd.status()
     assert "train/loss" in rd.metrics()
+
+
+def test_the_trackio_server_of_k8s_serves_runs_logged_with_the_configmap_settings(tmp_path):
+    """Runs the Deployment's own command and env (port and data dir moved to tmp), logs a run
+    the way a Job does (TRACKIO_SERVER_URL + TRACKIO_WRITE_TOKEN), and reads the server's DB."""
+    import signal
+    import socket
+    import sqlite3
+    import sys
+
+    docs = list(yaml.safe_load_all((ROOT / "k8s" / "base" / "trackio.yaml").read_text()))
+    (c,) = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = "test-token-" + os.urandom(8).hex()
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    env.update(GRADIO_SERVER_PORT=str(port), TRACKIO_DIR=str(tmp_path / "server"), TRACKIO_WRITE_TOKEN=token)
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    server = subprocess.Popen([*c["command"], *c["args"]], env={**os.environ, **env, "PATH": path}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        import urllib.request
+
+        deadline = time.time() + 120
+        while True:  # what the readiness probe asks
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{c['readinessProbe']['httpGet']['path']}", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, "the Trackio server did not come up"
+                time.sleep(0.5)
+        client = "import trackio\ntrackio.init(project='k8s_demo', name='a', embed=False, auto_log_gpu=False)\nfor i in range(3):\n    trackio.log({'train/loss': 2.0 - i / 10}, step=i)\ntrackio.finish()\n"
+        job_env = {**os.environ, "TRACKIO_SERVER_URL": f"http://127.0.0.1:{port}", "TRACKIO_WRITE_TOKEN": token, "TRACKIO_DIR": str(tmp_path / "job")}
+        subprocess.run([sys.executable, "-c", client], env=job_env, check=True, capture_output=True, timeout=120)
+        with sqlite3.connect(tmp_path / "server" / "k8s_demo.db") as db:
+            assert db.execute("select count(*) from metrics").fetchone()[0] == 3
+    finally:
+        server.send_signal(signal.SIGTERM)  # bash (PID 1 in the pod) forwards it to trackio
+        log = server.communicate(timeout=60)[0]
+    assert token not in log and "write_token=<redacted>" in log
