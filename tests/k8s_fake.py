@@ -112,6 +112,7 @@ class FakeK8s:
         self.conflict_once: set[str] = set()
         self.forbidden: set[str] = set()  # namespaces where RBAC says no
         self.jobs_until_outage: int | None = None  # after this many Job creates, the API answers 503
+        self.services_forbidden = False  # RBAC without services (an old launcher Role)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
@@ -236,6 +237,8 @@ class FakeK8s:
                 self._send(405, status_obj(405, "MethodNotAllowed", method))
 
             def _services(self, method: str, ns: str, name: str | None, body: dict | None) -> None:
+                if fake.services_forbidden:
+                    return self._send(403, status_obj(403, "Forbidden", f'services is forbidden: User "alice" cannot {method.lower()} resource "services" in API group "" in the namespace "{ns}"'))
                 if method == "POST":
                     name = body["metadata"]["name"]
                     if (ns, name) in fake.services:

@@ -283,6 +283,15 @@ def test_resubmitting_a_finished_multi_node_run_replaces_its_service(backend, fa
     assert newest != new_uid and fake.services[(NS, ref.extra["service"])]["metadata"]["ownerReferences"][0]["uid"] == newest
 
 
+def test_a_refused_service_names_the_created_job_and_a_resubmit_adds_it(backend, fake, specs):
+    fake.services_forbidden = True
+    with pytest.raises(BackendError, match=r"run 'two-nodes': Job trainyard/scale-two-nodes is created but its Service trainyard/scale-two-nodes is not \(submit again to retry\): services is forbidden"):
+        backend.submit(specs["two-nodes"])
+    fake.services_forbidden = False
+    ref = backend.submit(specs["two-nodes"])  # the queued Job is kept; only the Service is new
+    assert len(fake.calls("POST", "/jobs$")) == 2 and len(fake.jobs) == 1 and (NS, ref.extra["service"]) in fake.services
+
+
 def test_kueue_suspended_job_is_queued_with_why(backend, fake, specs):
     ref = backend.submit(specs["queued"])
     assert fake.jobs[(NS, ref.id)]["spec"]["suspend"] is True

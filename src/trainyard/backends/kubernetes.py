@@ -634,10 +634,10 @@ class KubernetesBackend(Backend):
         from kubernetes.client.exceptions import ApiException
 
         for svc in services:
-            name, ns = svc["metadata"]["name"], svc["metadata"]["namespace"]
-            owner = [{"apiVersion": "batch/v1", "kind": "Job", "name": svc["spec"]["selector"][JOB_NAME_LABEL], "uid": job_uid}] if job_uid else []
+            name, ns, job = svc["metadata"]["name"], svc["metadata"]["namespace"], svc["spec"]["selector"][JOB_NAME_LABEL]
+            owner = [{"apiVersion": "batch/v1", "kind": "Job", "name": job, "uid": job_uid}] if job_uid else []
             body = _client_model("V1Service", {**svc, "metadata": {**svc["metadata"], "ownerReferences": owner}})
-            what = f"run {spec.name!r}: cannot create Service {ns}/{name}"
+            what = f"run {spec.name!r}: Job {ns}/{job} is created but its Service {ns}/{name} is not (submit again to retry)"
             for _ in range(30):
                 with _api(what):
                     try:
