@@ -121,11 +121,12 @@ def test_bad_launch_shapes_and_metadata_are_spec_errors(write_yaml):
     cases = {
         "resources.processes: 8, resources.gpus: 4": "processes (8) > gpus (4)",
         "resources.nodes: 0": "nodes",
-        "resources.labels: {'bad key': x}": "labels 'bad key'",
+        "resources.labels: {'bad key': x}": "key 'resources.labels': 'bad key'",
         "resources.labels: {team: 'a b'}": "value 'a b'",
         "resources.labels: {trainyard.io/run: x}": "set by trainyard",
         "resources.labels: {kueue.x-k8s.io/queue-name: x}": "use resources.queue",
         "resources.annotations: {UPPER.example.com/x: y}": "DNS subdomain",
+        "resources.annotations: {trainyard.io/x: y}": "resources.annotations",
         "resources.queue: Team_A": "queue",
     }
     for override, expected in cases.items():

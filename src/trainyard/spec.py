@@ -14,7 +14,16 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 Scheduler = Literal[
     "linear",
@@ -306,15 +315,19 @@ class ResourcesSpec(Section):
         return self.processes_per_node * self.nodes
 
     @model_validator(mode="after")
-    def _launch_shape_and_metadata(self) -> ResourcesSpec:
+    def _one_gpu_per_process(self) -> ResourcesSpec:
         if self.processes and self.gpus and self.processes > self.gpus:
             raise ValueError(f"processes ({self.processes}) > gpus ({self.gpus}): each process needs its own GPU; lower processes or raise gpus")
-        for kind, mapping in (("labels", self.labels), ("annotations", self.annotations)):
-            for key, value in mapping.items():
-                problem = k8s_metadata_problem(key, value if kind == "labels" else None)
-                if problem:
-                    raise ValueError(f"{kind} {key!r}: {problem}")
         return self
+
+    @field_validator("labels", "annotations")
+    @classmethod
+    def _k8s_metadata_syntax(cls, mapping: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        for key, value in mapping.items():
+            problem = k8s_metadata_problem(key, value if info.field_name == "labels" else None)
+            if problem:
+                raise ValueError(f"{key!r}: {problem}")
+        return mapping
 
 
 _K8S_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
