@@ -292,7 +292,7 @@ class ResourcesSpec(Section):
     cache_pvc: str | None = Field(
         "trainyard-hf-cache", description="k8s PVC mounted as the HF cache (None: no cache volume)"
     )
-    # -- launch shape: processes per node x nodes (torchrun); one process needs no torchrun
+    # -- launch shape (backends/launch.py): processes per node x nodes under torchrun
     processes: PositiveInt | None = Field(None, description="training processes per node (default: gpus, at least 1)")
     nodes: PositiveInt = Field(1, description="k8s: nodes (pods of an Indexed Job), each running `processes`")
     shm_size: str | None = Field(
@@ -305,14 +305,6 @@ class ResourcesSpec(Section):
     )
     labels: dict[str, str] = Field(default_factory=dict, description="k8s: extra labels on the Job and its pods")
     annotations: dict[str, str] = Field(default_factory=dict, description="k8s: extra annotations on the Job and its pods")
-
-    @property
-    def processes_per_node(self) -> int:
-        return self.processes or max(1, self.gpus)
-
-    @property
-    def world_size(self) -> int:
-        return self.processes_per_node * self.nodes
 
     @model_validator(mode="after")
     def _one_gpu_per_process(self) -> ResourcesSpec:
