@@ -1,6 +1,6 @@
 """`python launch.py` — submit (default), validate, status, logs, cancel, report.
 
-    python launch.py --matrix jobs/X.yaml [--backend local|hf-jobs|k8s] [--smoke] [--dry-run] [--only GLOB] [--parallel N]
+    python launch.py --matrix jobs/X.yaml [--backend local|hf-jobs|k8s] [--smoke] [--dry-run [-o yaml|json]] [--only GLOB] [--parallel N]
     python launch.py validate --matrix jobs/X.yaml [--smoke]
     python launch.py status   --matrix jobs/X.yaml [--smoke] [--json]
     python launch.py logs     --matrix jobs/X.yaml RUN [--follow]
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", choices=BACKENDS, default="local")
     s.add_argument("--dry-run", action="store_true", help="validate and show what would be submitted; submit nothing")
     s.add_argument("--parallel", type=int, default=None, help="runs at once: local default 1; remote backends: at most N jobs queued/running, the rest submitted as they end (default: all at once)")
+    s.add_argument("-o", "--output", choices=("yaml", "json"), help="with --dry-run on a remote backend: only the payloads on stdout (k8s: `| kubectl apply -f -`), notes on stderr")
     s.add_argument("--yes", "-y", action="store_true", help="remote backends: submit without asking to confirm the cost estimate")
     s.add_argument("--restart", action="store_true", help="set aside run dirs of a changed spec (renamed, not deleted) and train again")
     v = sub.add_parser("validate", help="expand and validate every run; run nothing")
@@ -190,6 +191,9 @@ def cmd_submit(matrix: Matrix, specs, args) -> int:
     runs_root = Path(args.runs_dir)
     if args.parallel is not None and args.parallel < 1:
         print(f"--parallel must be at least 1 (got {args.parallel})", file=sys.stderr)
+        return 2
+    if args.output and (not args.dry_run or args.backend == "local"):
+        print(f"-o {args.output} prints the payloads of a remote backend: add --dry-run and --backend k8s|hf-jobs", file=sys.stderr)
         return 2
     if args.backend != "local":
         return submit_remote(matrix, specs, args)
@@ -337,33 +341,15 @@ def submit_remote(matrix: Matrix, specs, args) -> int:
     from trainyard.backends.remote import BackendCache, submit_runs, validate_all
 
     backend = get_backend(args.backend)
+    if args.dry_run:  # renders (and so validates) every run once
+        return dry_run_remote(matrix, specs, backend, args)
     problems = validate_all(specs, backend)
     if problems:
         print("\n".join([f"{len(problems)} problem(s) found; nothing was submitted:"] + [f"  - {p}" for p in problems]), file=sys.stderr)
         return 2
     estimate = cost_plan(backend, matrix, specs, Path(args.runs_dir))
-    if estimate is not None:
-        from trainyard.backends.cost import budget_problems
-
-        over = budget_problems(estimate.specs, estimate.plan, matrix.budget_usd, where=f"{matrix.path} | ")
-        if over:
-            print("\n".join([f"over budget; nothing was submitted ({estimate.plan.price_source}):"] + [f"  - {p}" for p in over]), file=sys.stderr)
-            return 2
-    if args.dry_run:
-        out.print(summary_table(matrix, specs))
-        invalid = []
-        for s in specs:
-            out.print(f"[bold]{s.name}[/] -> {args.backend} job:", highlight=False)
-            payload = backend.render(s)
-            invalid += backend.validate_payload(payload)  # k8s: kubernetes-validate --strict, offline
-            print(json.dumps(payload, indent=2))
-        if invalid:
-            print("\n".join(["invalid payloads:"] + [f"  - {p}" for p in invalid]), file=sys.stderr)
-            return 2
-        if estimate is not None:
-            out.print(cost_table(estimate))
-        out.print(f"dry run: {len(specs)} run(s) validated, nothing submitted (secrets shown as placeholders)")
-        return 0
+    if refuse_budget(estimate, matrix):
+        return 2
     runs_root = Path(args.runs_dir)
     if refuse_stale(specs, runs_root, args.restart):
         return 2
@@ -388,6 +374,10 @@ def submit_remote(matrix: Matrix, specs, args) -> int:
     urls = sorted({r.job.extra["tracking_url"] for r in results if r.job is not None and (r.job.extra or {}).get("tracking_url")})
     for url in urls:
         err.print(f"curves: {url}", highlight=False)
+    if args.backend == "k8s" and any(s.tracking.enabled and not (s.tracking.space_id or s.tracking.server_url) for s in specs):
+        err.print("note: curves go to the in-cluster Trackio server (TRACKIO_SERVER_URL in ConfigMap trainyard-env): kubectl -n trainyard port-forward svc/trackio 7860")
+    elif any(s.tracking.enabled and not (s.tracking.space_id or s.tracking.server_url) for s in specs):
+        err.print("note: live curves stay inside the job unless tracking.space_id is set; history.json still comes back")
     for r in results:
         if r.job is not None and r.action == "submitted":
             err.print(f"{r.spec.name}: {json.dumps(asdict(r.job))}", highlight=False)
@@ -446,6 +436,66 @@ def confirm_cost(estimate: CostEstimate, yes: bool) -> bool:
     if yes or not sys.stdin.isatty():
         return True
     return input("submit? [y/N] ").strip().lower() in ("y", "yes")
+
+
+def refuse_budget(estimate: CostEstimate | None, matrix: Matrix) -> bool:
+    """True (and says why) when the worst case of the runs to submit exceeds a budget."""
+    if estimate is None:
+        return False
+    from trainyard.backends.cost import budget_problems
+
+    over = budget_problems(estimate.specs, estimate.plan, matrix.budget_usd, where=f"{matrix.path} | ")
+    if over:
+        print("\n".join([f"over budget; nothing was submitted ({estimate.plan.price_source}):"] + [f"  - {p}" for p in over]), file=sys.stderr)
+    return bool(over)
+
+
+DRY_RUN_TABLE_ROWS = 50  # a 1,000-run table takes seconds to lay out and nobody reads it
+
+
+def dry_run_remote(matrix: Matrix, specs, backend, args) -> int:
+    """Render + validate every payload. With -o yaml|json stdout holds only the objects."""
+    from trainyard.backends.launch import describe_launch
+    from trainyard.errors import BackendError
+
+    rendered, problems = [], []
+    for s in specs:
+        try:
+            rendered.append((s, backend.render(s)))
+        except (BackendError, ValueError) as exc:
+            problems.extend(str(exc).splitlines())
+    if problems:
+        print("\n".join([f"{len(problems)} problem(s) found; nothing was submitted:"] + [f"  - {p}" for p in problems]), file=sys.stderr)
+        return 2
+    estimate = cost_plan(backend, matrix, specs, Path(args.runs_dir))
+    if refuse_budget(estimate, matrix):
+        return 2
+    notes = err if args.output else out
+    notes.print(summary_table(matrix, specs[:DRY_RUN_TABLE_ROWS]))
+    if len(specs) > DRY_RUN_TABLE_ROWS:
+        notes.print(f"(the table shows {DRY_RUN_TABLE_ROWS} of {len(specs)} runs; `launch.py validate` lists all)")
+    payloads, invalid = [], []
+    for s, payload in rendered:
+        invalid += backend.validate_payload(payload)  # k8s: kubernetes-validate --strict, offline
+        print(f"{s.name} -> {args.backend} job: {describe_launch(s, args.backend)}", file=sys.stderr if args.output else sys.stdout)
+        if args.output:
+            payloads += payload["items"] if payload.get("kind") == "List" else [payload]
+        else:
+            print(json.dumps(payload, indent=2))
+    if invalid:
+        print("\n".join(["invalid payloads:"] + [f"  - {p}" for p in invalid]), file=sys.stderr)
+        return 2
+    if args.output == "yaml":
+        from trainyard.backends.kubernetes import manifests_yaml
+
+        sys.stdout.write(manifests_yaml(payloads))
+    elif args.output == "json":  # k8s: one v1 List (kubectl apply -f - takes it); else a JSON array
+        is_k8s = all("kind" in p and "apiVersion" in p for p in payloads)
+        print(json.dumps({"apiVersion": "v1", "kind": "List", "items": payloads} if is_k8s else payloads, indent=2))
+    if estimate is not None:
+        notes.print(cost_table(estimate))
+    notes.print(f"dry run: {len(specs)} run(s) validated, nothing submitted (secrets shown as placeholders)")
+    return 0
 
 
 def refresh_remote(specs, args) -> None:

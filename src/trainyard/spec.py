@@ -14,7 +14,16 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 Scheduler = Literal[
     "linear",
@@ -296,6 +305,56 @@ class ResourcesSpec(Section):
     cache_pvc: str | None = Field(
         "trainyard-hf-cache", description="k8s PVC mounted as the HF cache (None: no cache volume)"
     )
+    # -- launch shape (backends/launch.py): processes per node x nodes under torchrun
+    processes: PositiveInt | None = Field(None, description="training processes per node (default: gpus, at least 1)")
+    nodes: PositiveInt = Field(1, description="k8s: nodes (pods of an Indexed Job), each running `processes`")
+    shm_size: str | None = Field(
+        None, pattern=r"^\d+(\.\d+)?([KMGTPE]i?)?$", description="k8s: /dev/shm size limit (default: a quarter of memory)"
+    )
+    # -- scheduling metadata (k8s)
+    queue: str | None = Field(
+        None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=63,
+        description="k8s: Kueue LocalQueue (label kueue.x-k8s.io/queue-name; the Job starts suspended)",
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="k8s: extra labels on the Job and its pods")
+    annotations: dict[str, str] = Field(default_factory=dict, description="k8s: extra annotations on the Job and its pods")
+
+    @model_validator(mode="after")
+    def _one_gpu_per_process(self) -> ResourcesSpec:
+        if self.processes and self.gpus and self.processes > self.gpus:
+            raise ValueError(f"processes ({self.processes}) > gpus ({self.gpus}): each process needs its own GPU; lower processes or raise gpus")
+        return self
+
+    @field_validator("labels", "annotations")
+    @classmethod
+    def _k8s_metadata_syntax(cls, mapping: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        for key, value in mapping.items():
+            problem = k8s_metadata_problem(key, value if info.field_name == "labels" else None)
+            if problem:
+                raise ValueError(f"{key!r}: {problem}")
+        return mapping
+
+
+_K8S_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# label prefixes set by trainyard itself (or by resources.queue): a user value would break
+# what relies on them; of these, annotations reserve only trainyard.io/ (Kueue reads its own)
+RESERVED_LABEL_PREFIXES = ("trainyard.io/", "kueue.x-k8s.io/", "batch.kubernetes.io/")
+
+
+def k8s_metadata_problem(key: str, label_value: str | None = None) -> str | None:
+    """Why `key` (and, for labels, `label_value`) is not valid Kubernetes label syntax; None if it is."""
+    prefix, _, name = key.rpartition("/")
+    if not name or len(name) > 63 or not _K8S_NAME.match(name):
+        return "the name part must be 1-63 characters of [A-Za-z0-9_.-], starting and ending alphanumeric"
+    if "/" in key and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return "the prefix must be a DNS subdomain (lowercase, e.g. example.com/)"
+    reserved = RESERVED_LABEL_PREFIXES if label_value is not None else RESERVED_LABEL_PREFIXES[:1]
+    if key.startswith(reserved):
+        return f"keys under {', '.join(reserved)} are set by trainyard" + (" (use resources.queue for Kueue)" if label_value is not None else "")
+    if label_value is not None and label_value and (len(label_value) > 63 or not _K8S_NAME.match(label_value)):
+        return f"value {label_value!r} must be at most 63 characters of [A-Za-z0-9_.-], starting and ending alphanumeric (or empty)"
+    return None
 
 
 class ArchitectureSpec(Section):
@@ -353,7 +412,7 @@ class MixedLossSpec(Section):
 
 # The image a run gets when the matrix sets none. hf-jobs does not pull it: it runs a public
 # CUDA PyTorch image and installs this project's wheel (backends/wheel.py) instead.
-DEFAULT_IMAGE = "ghcr.io/trainyard/trainyard:latest"
+DEFAULT_IMAGE = "ghcr.io/trainyard/trainyard:0.1.0"  # pinned: :latest changes under a resumed run
 
 DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -33,6 +33,7 @@ from trainyard.backends.base import (
     extra_secret_names,
     job_command,
 )
+from trainyard.backends.launch import flavor_gpus, launch_command
 from trainyard.backends.wheel import BASE_IMAGE, WheelError, WheelRef, ensure_uploaded, wheel_ref
 from trainyard.contract import NO_RETRY_EXIT_CODES
 from trainyard.errors import BackendError, did_you_mean
@@ -97,7 +98,7 @@ def hf_job_command(spec: RunSpec, wheel: WheelRef | None) -> list[str]:
     HF Jobs' `attempts` retries only real failures; the run's status.json, synced back,
     still says failed / diverged / canceled. The one place this command is built.
     """
-    run = shlex.join(job_command(spec))
+    run = shlex.join(launch_command(spec, job_command(spec)[-1], gpus=flavor_gpus(spec.resources.flavor)))
     no_retry = "|".join(str(int(c)) for c in NO_RETRY_EXIT_CODES)
     steps = [wheel.install_script()] if wheel is not None else []
     steps.append(f'{run}; code=$?; case $code in {no_retry}) echo "trainyard: exit $code is not retried"; exit 0;; esac; exit $code')
