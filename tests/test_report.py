@@ -48,20 +48,20 @@ def test_runs_table_params_state_metrics_and_best(report):
     runs = section(md, "Runs")
     header = [c.strip() for c in runs.splitlines()[4].strip("|").split(" | ")]
     assert header[:4] == ["run", "r", "lr", "state"]  # short labels of lora.r and train.lr
-    assert "avg eval ppl (3 sets)" in header and "train loss" in header
+    assert "avg eval ppl (3 sets)" in header and "train CE loss (nats/token)" in header
     base = md_row(runs, BASE)
     assert base[1:4] == ["8", "2e-05", "completed"]
     best = md_row(runs, BEST)
     # avg eval loss over 3 sets: (1.8 + 2.4 + 1.2) / 3 = 1.8; perplexity mean of exp()
     ppl = (math.exp(1.8) + math.exp(2.4) + math.exp(1.2)) / 3
-    assert best[header.index("avg eval loss (3 sets)")] == "**1.8000** ★"
+    assert best[header.index("avg eval CE loss (3 sets, nats/token)")] == "**1.8000** ★"
     assert best[header.index("avg eval ppl (3 sets)")] == f"**{ppl:.2f}** ★"
     assert best[header.index("tokens/s")] == "1,100"  # throughput is not ranked
     # diverged: state with the reason, inf metric as "diverged†", partial average not ranked
     div = md_row(runs, DIVERGED)
     assert div[3] == "diverged (non-finite loss at step 120)"
-    assert div[header.index("train loss")] == "diverged†"
-    assert div[header.index("avg eval loss (3 sets)")] == "2.2000 (1 of 3)"
+    assert div[header.index("train CE loss (nats/token)")] == "diverged†"
+    assert div[header.index("avg eval CE loss (3 sets, nats/token)")] == "2.2000 (1 of 3)"
     assert "∞" not in md and "inf" not in runs.replace("infinite", "")
     failed = md_row(runs, "lr1e-4_r32")
     assert failed[3] == "failed (torch.OutOfMemoryError: CUDA out of memory)"
@@ -125,7 +125,7 @@ def test_delta_vs_baseline(report):
     assert row[4] == "-0.1000 (-5.0%)"
     assert row[5] == "failed" and row[6] == "queued"
     code = md_row(delta, "eval/code/loss")
-    assert code[3] == "+0.7000 (+46.7%)"  # 2.2 vs 1.5
+    assert code[3] == "+0.7000 (+46.7%) (diverged, not ranked)"  # 2.2 vs 1.5
     tps = md_row(delta, "train/tokens_per_second")
     assert tps[2] == "+100 (+10.0%)"
     t = data["tables"]["delta_vs_baseline"]
@@ -151,7 +151,7 @@ def _png_size(path) -> tuple[int, int]:
 def test_charts_exist_and_are_real_images(report):
     rep, md, data = report
     names = sorted(p.name for p in rep.charts)
-    assert names == ["eval_loss.png", "eval_perplexity.png", "lr_schedule.png", "train_loss.png"]
+    assert names == ["eval_loss.png", "eval_perplexity.png", "heatmap_lr__r.png", "lr_schedule.png", "train_loss.png"]
     for p in rep.charts:
         w, h = _png_size(p)
         assert w >= 400 and h >= 250 and p.stat().st_size > 10_000
@@ -167,7 +167,8 @@ def test_report_json_structure(report):
     assert data["varying"] == {"lora.r": "r", "train.lr": "lr"}
     assert data["eval_sets"] == ["heldout", "wiki", "code"]
     assert data["states"] == {"completed": 3, "diverged": 1, "failed": 1, "queued": 1}
-    assert set(data["tables"]) == {"runs", "eval_loss", "eval_perplexity", "consistency", "delta_vs_baseline"}
+    assert {"runs", "pivot_lr__r", "eval_loss", "eval_perplexity", "consistency", "delta_vs_baseline", "progress"} <= set(data["tables"])
+    assert "eval_progression_lr2e-5_r8" in data["tables"] and "tatqa" not in data["tables"]
     runs = {r["name"]: r for r in data["runs"]}
     assert runs[BASE]["params"] == {"lora.r": 8, "train.lr": 2e-5}
     assert runs[BASE]["metrics"]["eval/wiki/loss"] == FINAL_LOSS[BASE]["wiki"]
@@ -196,15 +197,15 @@ def test_tatqa_judge_ifeval_sections_only_when_present(tmp_path):
     rep = build_report(matrix, root, tmp_path / "b")
     md = rep.markdown_path.read_text()
     tatqa = section(md, "TAT-QA: before → after training")
-    assert md_row(tatqa, "arithmetic EM")[1] == "7.7% → 14.8% (+7.1 pp)"
-    assert md_row(tatqa, "arithmetic EM")[2] == "7.7% → 20.0% (+12.3 pp)"
-    assert md_row(tatqa, "overall F1")[1] == "40.0%"  # no before value: after only
-    assert md_row(tatqa, "span EM")[4] == "—"  # completed run without TAT-QA
-    assert md_row(tatqa, "span EM")[5] == "failed"
+    assert md_row(tatqa, "arithmetic EM")[2] == "7.7% → 14.8% (+7.1 pp)"
+    assert md_row(tatqa, "arithmetic EM")[3] == "**7.7% → 20.0% (+12.3 pp)** ★"
+    assert md_row(tatqa, "overall F1")[2:4] == ["40.0% (tie)"] * 2  # after only (no before); exact tie: no ★
+    assert md_row(tatqa, "span EM")[5] == "—"  # completed run without TAT-QA
+    assert md_row(tatqa, "span EM")[6] == "failed"
     judge = section(md, "Judge scores")
-    assert md_row(judge, "overall")[1:3] == ["6.00", "**6.75** ★"]  # higher is better
+    assert md_row(judge, "overall")[2:4] == ["6.00", "**6.75** ★"]  # higher is better
     ife = section(md, "Instruction following")
-    assert md_row(ife, "instruction-level accuracy")[1] == "37.5%"
+    assert md_row(ife, "instruction-level accuracy")[2] == "37.5% (tie)"
     runs = section(md, "Runs")
     assert "TAT-QA EM" in runs and "judge" in runs
     tj = json.loads(rep.json_path.read_text())["tables"]["tatqa"]
