@@ -14,7 +14,7 @@ from trainyard.evaluation.consistency import as_number
 from trainyard.report_charts import Chart, colours, save
 from trainyard.report_grid import Pivot, Slice
 from trainyard.report_inputs import Group
-from trainyard.report_tables import direction, fmt_number, is_fraction
+from trainyard.report_tables import direction, fmt_number, fmt_spread, is_fraction
 
 
 def _shown(metric: str) -> str:
@@ -39,7 +39,7 @@ def chart_heatmap(p: Pivot, metric: str, metric_label: str, sets: list[str], pat
         if a.n:
             t = fmt_number(shown, a.mean)
             if a.std is not None:
-                t += f"\n± {fmt_number(shown, a.std)}"
+                t += f"\n± {fmt_spread(shown, a.std)}"
             t += f"\n(n={a.n})" + ("" if g.rankable else "\nnot ranked")
         else:
             t = g.missing_text

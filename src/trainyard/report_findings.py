@@ -10,7 +10,7 @@ from __future__ import annotations
 from trainyard.report_inputs import Group, RunResult
 from trainyard.report_progress import REWARD_ACC, eval_points, start_end, train_points
 from trainyard.report_sections import delta, delta_text
-from trainyard.report_tables import direction, fmt_number
+from trainyard.report_tables import direction, fmt_number, fmt_spread
 
 
 def _value_text(metric: str, g: Group, sets: list[str]) -> str:
@@ -18,7 +18,7 @@ def _value_text(metric: str, g: Group, sets: list[str]) -> str:
     shown = f"eval/avg/{metric[4:]}" if metric.startswith("avg/") else metric
     text = fmt_number(shown, a.mean)
     if len(g.runs) > 1:
-        text += f" ± {fmt_number(shown, a.std)}" if a.std is not None else ""
+        text += f" ± {fmt_spread(shown, a.std)}" if a.std is not None else ""
         text += f" (n={a.n})"
     return text
 

@@ -24,7 +24,7 @@ from trainyard.contract import (
 from trainyard.evaluation.consistency import as_number
 from trainyard.metrics import canonical
 from trainyard.report_inputs import RunResult
-from trainyard.report_tables import MISSING, Cell, Column, Table, fmt_number, text_cell
+from trainyard.report_tables import MISSING, Cell, Column, Table, fmt_number, fmt_pct, text_cell
 
 REWARD_ACC = "rewards/accuracies"
 REWARD_MARGIN = "rewards/margins"
@@ -220,7 +220,7 @@ def eval_progression_table(r: RunResult, max_sets: int = 3) -> Table | None:
         else:
             a, b = (math.exp(first), math.exp(v)) if kind.cross_entropy and max(first, v) < 709 else (first, v)
             pct = (b - a) / abs(a) * 100 if a else None
-            row["improvement"] = Cell(pct, "first" if step == steps[0] else (f"{pct:+.1f}%" if pct is not None else MISSING))
+            row["improvement"] = Cell(pct, "first" if step == steps[0] else (fmt_pct(pct) if pct is not None else MISSING))
         t.rows.append(row)
     if len(evals) > max_sets:
         t.notes.append(f"First {max_sets} of {len(evals)} eval sets shown; report.json has all final values.")

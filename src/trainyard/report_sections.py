@@ -22,6 +22,7 @@ from trainyard.report_tables import (
     direction,
     fmt_number,
     fmt_param,
+    fmt_pct,
     is_fraction,
     json_value,
     text_cell,
@@ -192,6 +193,8 @@ def eval_set_table(groups: list[Group], sets: list[str], measure: str, kind: Los
 
 def objective_table(groups: list[Group], sets: list[str]) -> Table | None:
     """Mixed loss: the objective's parts per eval set, shown apart from the ranked CE."""
+    if not any(r.spec.recipe == "mixed_loss" for g in groups for r in g.runs):
+        return None
     parts = (("ce_loss", "CE (nats/token)"), ("cos_loss", "cosine loss"), ("mixed_loss", "objective (1−α)·CE + α·cos"),
              ("token_accuracy", "token accuracy"))
     rows = [(s, m, lab) for s in sets for m, lab in parts if any(eval_metric(s, m) in r.metrics for g in groups for r in g.runs)]
@@ -291,8 +294,7 @@ def delta_text(metric: str, info: dict[str, Any]) -> str:
     # accuracies are fractions: their absolute change reads best in percentage points
     text = f"{d * 100:+.1f} pp" if is_fraction(metric) else ("-" if d < 0 else "+") + fmt_number(metric, abs(d))
     if pct is not None:
-        # a tiny change must not read as "-0.0%"
-        text += f" ({pct:+.1f}%)" if abs(pct) >= 0.1 or pct == 0 else f" ({pct:+.2g}%)"
+        text += f" ({fmt_pct(pct)})"
     if info["within_std"] is True:
         text += ", within 1 std"
     elif info["within_std"] is False:
@@ -388,7 +390,7 @@ def delta_summary(full: Table, groups: list[Group], base: Group, sets: list[str]
             worst = (max if way == "min" else min)(pcts, key=lambda s: pcts[s])
             partial = f" ({len(pcts)} of {len(keys)} sets)" if len(pcts) < len(keys) else ""
             row[g.name] = Cell({"mean_delta_pct": mean, "best_set": best, "worst_set": worst, "sets": len(pcts)},
-                               f"{mean:+.1f}%{partial}; best {best} {pcts[best]:+.1f}%, worst {worst} {pcts[worst]:+.1f}%")
+                               f"{fmt_pct(mean)}{partial}; best {best} {fmt_pct(pcts[best])}, worst {worst} {fmt_pct(pcts[worst])}")
         t.rows.append(row)
     for key, row in cell_of.items():
         if not str(key).startswith("eval/"):

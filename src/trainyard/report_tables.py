@@ -92,6 +92,19 @@ def fmt_number(metric: str, v: float) -> str:
     return f"{v:.4g}"
 
 
+def fmt_spread(metric: str, v: float) -> str:
+    """A std / ± term: like the metric, but never a misleading "0.0000" for a tiny non-zero spread."""
+    text = fmt_number(metric, v)
+    if v != 0 and not any(c in "123456789" for c in text):
+        return f"{v * 100:.1e}%" if is_fraction(metric) else f"{v:.1e}"
+    return text
+
+
+def fmt_pct(pct: float) -> str:
+    """A signed relative change: a tiny one must not read as "-0.0%"."""
+    return f"{pct:+.1f}%" if abs(pct) >= 0.1 or pct == 0 else f"{pct:+.2g}%"
+
+
 def fmt_param(value: Any) -> str:
     """A matrix parameter value for a table cell (2e-05, 32, [q_proj, v_proj], true)."""
     if value is None:
@@ -197,7 +210,7 @@ class Table:
         self.flags.add("agg")
         text = fmt_number(metric, agg.mean)
         if agg.std is not None:
-            text += f" ± {fmt_number(metric, agg.std)}"
+            text += f" ± {fmt_spread(metric, agg.std)}"
         text += f" (n={agg.n})"
         if agg.nonfinite:
             self.flags.add("inf")
