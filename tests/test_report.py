@@ -560,3 +560,33 @@ def test_lr_schedule_keeps_the_zero_warmup_on_a_symlog_axis(tmp_path):
     rep = build_report(matrix, root, tmp_path / "out")
     notes = rep.data["charts"]["lr_schedule"]["notes"]
     assert any("warm-up from 0 stays visible" in n for n in notes)
+
+
+def test_smoke_specs_compare_without_machine_paths(tmp_path):
+    from report_fixtures import build_dpo_runs
+    from trainyard.report_inputs import spec_changes
+    from trainyard.smoke import smoke_spec
+
+    matrix, _ = build_dpo_runs(tmp_path)
+    here = smoke_spec(matrix.run("beta0.1"), "/this/machine/tiny-model")
+    d = here.model_dump(mode="json")
+    d["model"]["name"] = "/other/machine/tiny-model"
+    d["eval"]["ifeval"]["prompts"] = "/other/checkout/src/trainyard/fixtures/eval/ifeval.jsonl"
+    elsewhere = type(here).model_validate(d)
+    assert spec_changes(elsewhere, here) == []  # the same smoke run, trained in another checkout
+    d["dpo"]["beta"] = 0.3
+    assert spec_changes(type(here).model_validate(d), here) == [("dpo.beta", 0.3, 0.1)]
+
+
+def test_seed_key_varying_with_no_repeats_stays_a_column(tmp_path):
+    matrix, root = build_runs(tmp_path)
+    text = matrix.path.read_text().replace("{name: lr2e-5_r32, train.lr: 2.0e-5, lora.r: 32}", "{name: lr2e-5_r32, train.lr: 2.0e-5, lora.r: 32, train.seed: 7}")
+    matrix.path.write_text(text)
+    edited = load_matrix(matrix.path)
+    spec = RunDir.for_run(root, "demo", "lr2e-5_r32").spec_file
+    spec.write_text(edited.run("lr2e-5_r32").to_json())  # trained with seed 7
+    md = build_report(edited, root, tmp_path / "out").markdown_path.read_text()
+    runs = section(md, "Runs")
+    header = [c.strip() for c in runs.splitlines()[4].strip("|").split(" | ")]
+    assert header[:5] == ["run", "r", "lr", "train.seed", "state"]
+    assert md_row(runs, "lr2e-5_r32")[3] == "7" and md_row(runs, BASE)[3] == "42"

@@ -166,6 +166,8 @@ def build_report(matrix: Matrix, runs_root: str | Path, out_dir: str | Path, spe
     labels = param_labels(keys)
     groups = group_runs(results, keys, labels)
     seeded = any(len(g.runs) > 1 for g in groups)
+    if not seeded:  # every seed is its own experiment here: one row per run, seed as a column
+        groups = [Group(r.name, [r], {k: r.params.get(k) for k in keys}) for r in results]
     group_labels = {k: v for k, v in labels.items() if not (seeded and k in seed_keys(keys))}
     factor_keys = [k for k in keys if k not in seed_keys(keys)]
     sets = result_eval_sets(results)

@@ -220,7 +220,18 @@ def spec_changes(trained: RunSpec, current: RunSpec) -> list[tuple[str, Any, Any
     skip = set(RunSpec.EXECUTION_SECTIONS)
     old = flatten(trained.model_dump(mode="json", exclude=skip))
     new = flatten(current.model_dump(mode="json", exclude=skip))
-    return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    changes = [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if trained.smoke and current.smoke:
+        # bundled fixtures are absolute paths of the checkout that ran the smoke: the same file elsewhere is no change
+        changes = [c for c in changes if not _same_fixture(c[1], c[2])]
+    return changes
+
+
+def _same_fixture(a: Any, b: Any) -> bool:
+    from trainyard.fixtures import FIXTURES_DIR
+
+    marker = f"/{Path(FIXTURES_DIR).name}/"
+    return isinstance(a, str) and isinstance(b, str) and marker in a and marker in b and a.split(marker)[-1] == b.split(marker)[-1]
 
 
 def collect(matrix: Matrix, runs_root: Path, specs: list[RunSpec] | None = None) -> list[RunResult]:
