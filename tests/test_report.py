@@ -423,6 +423,9 @@ def test_dpo_rewards_start_end_and_chart(dpo):
     assert [r["reward_acc"] for r in prog["rows"]] == [0.55, 0.70]
     chart = next(p for p in rep.charts if p.name == "dpo_rewards.png")
     assert _png_size(chart)[0] >= 800 and "](dpo_rewards.png)" in md
+    # one varied key (β): the primary metric against it, a line chart
+    assert "metric_vs_parameter.png" in {p.name for p in rep.charts}
+    assert data["charts"]["metric_vs_parameter"]["title"] == "TAT-QA exact match against each varied parameter"
 
 
 def test_dpo_diverged_never_ranked_and_loss_unit(dpo):
