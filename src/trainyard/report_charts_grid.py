@@ -40,7 +40,7 @@ def chart_heatmap(p: Pivot, metric: str, metric_label: str, sets: list[str], pat
             t = fmt_number(shown, a.mean)
             if a.std is not None:
                 t += f"\n± {fmt_spread(shown, a.std)}"
-            t += f"\n(n={a.n})" + ("" if g.rankable else "\nnot ranked")
+            t += (f"\n(n={a.n})" if len(g.runs) > 1 else "") + ("" if g.rankable else "\nnot ranked")
         else:
             t = g.missing_text
         text[(i, j)] = t

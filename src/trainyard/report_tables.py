@@ -74,8 +74,8 @@ def fmt_number(metric: str, v: float) -> str:
     if metric.startswith(("judge/", "judge_before/")) and leaf != "missing":
         return f"{v:.2f}"
     if leaf in ("perplexity", "word_perplexity"):
-        if abs(v) < 1000:
-            return f"{v:.2f}"
+        if abs(v) < 1e4:  # two decimals keep 1,029.35 vs 1,030.21 apart
+            return f"{v:,.2f}"
         return f"{v:,.0f}" if abs(v) < 1e7 else f"{v:.3g}"
     if leaf.endswith("loss") or leaf == "bits_per_byte":
         return f"{v:.4f}"
