@@ -10,7 +10,6 @@ group changes both A and B); one-at-a-time factors get a slice (metric against t
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,13 +175,6 @@ def pivot_table(p: Pivot, metric: str, metric_label: str, sets: list[str]) -> Ta
     return t
 
 
-def _text(v: Any) -> str:
-    return "/".join(fmt_param(x) for x in v) if isinstance(v, tuple) else fmt_param(v)
-
-
 def _json(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
-
-def finite(v: float | None) -> bool:
-    return v is not None and math.isfinite(v)
