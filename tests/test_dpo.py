@@ -94,6 +94,8 @@ def test_end_to_end_smoke_run_logs_finite_dpo_metrics(tmp_path, tiny, monkeypatc
     spec = spec.model_copy(update={
         "train": spec.train.model_copy(update={"max_steps": 2}),
         "data": spec.data.model_copy(update={"eval_size": 4, "eval_limit": 4}),
+        # the study's IFEval needs NLTK punkt_tab (provisioned in the image; tests/test_ifeval.py covers it)
+        "eval": spec.eval.model_copy(update={"ifeval": None}),
     })
     rundir = RunDir(tmp_path / "run")
     assert execute(spec, rundir) == "completed", rundir.status()
