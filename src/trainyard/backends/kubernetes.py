@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from trainyard import contract
 from trainyard.backends.base import (
     RESULT_FILES,
     RUN_DIR_ENV,
@@ -55,7 +56,7 @@ GPU_RESOURCE = "nvidia.com/gpu"
 LABEL_MATRIX, LABEL_RUN, LABEL_ROLE = "trainyard.io/matrix", "trainyard.io/run", "trainyard.io/role"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 # run.py exit codes that a retry cannot fix: bad input, diverged, canceled
-NO_RETRY_EXIT_CODES = [2, 3, 130]
+NO_RETRY_EXIT_CODES = [int(code) for code in contract.NO_RETRY_EXIT_CODES]
 TTL_AFTER_FINISHED_S = 7 * 24 * 3600  # finished Jobs (and their pod logs) kept a week
 TERMINATION_GRACE_S = 300  # SIGTERM -> the run saves a checkpoint before it stops
 FETCH_TIMEOUT_S = 180
