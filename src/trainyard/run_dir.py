@@ -61,7 +61,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if isinstance(exc, OSError) and exc.filename is None:  # write()/close() errors name no file
+        if isinstance(exc, OSError) and exc.filename in (None, str(tmp)):  # name the file the user knows
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 

@@ -36,7 +36,7 @@ from trainyard.contract import RunState, Status
 
 TRAINER_LOCK = ".lock"
 QUEUE_LOCK = ".queue.lock"
-TRAINER_WAIT_S = 3.0  # longer than any launcher/`status` holds .lock to write one status.json
+TRAINER_WAIT_S = 3.0  # longer than any launcher/`status` holds a lock for a look or one status.json
 PARENT_PID_ENV = "TRAINYARD_PARENT_PID"  # set by the local launcher: die with it
 
 
@@ -124,7 +124,8 @@ def holder(run_path: str | Path, name: str = TRAINER_LOCK) -> Holder | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a moment only: see TRAINER_WAIT_S
+        # exclusive, so shared holders (launchers) show too; held a moment only: see TRAINER_WAIT_S
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return None
     except BlockingIOError:
         return _read_holder(path)

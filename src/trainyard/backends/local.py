@@ -23,7 +23,15 @@ from rich.table import Table
 
 from trainyard.contract import DONE_STATES, ExitCode, RunState
 from trainyard.run_dir import FINAL_STATES, RunDir, disk_fault_message
-from trainyard.run_lock import PARENT_PID_ENV, QUEUE_LOCK, Holder, RunLock, holder, try_lock
+from trainyard.run_lock import (
+    PARENT_PID_ENV,
+    QUEUE_LOCK,
+    TRAINER_WAIT_S,
+    Holder,
+    RunLock,
+    holder,
+    try_lock,
+)
 from trainyard.spec import RunSpec
 
 GRACE_SECONDS = 60
@@ -42,6 +50,7 @@ class LocalJob:
     # trains this run: we wait for it to let go instead of starting a second trainer
     waiting_on: Holder | None = None
     queue_lock: RunLock | None = None  # held while this launcher owes the run a start
+    unwritten: RunState | None = None  # the state status.json should say but could not (disk fault)
 
     @property
     def state(self) -> str:
@@ -60,7 +69,7 @@ def prepare(specs: list[RunSpec], runs_root: Path) -> list[LocalJob]:
             job.skipped, job.note = True, f"already {rundir.state}"
         else:
             rundir.path.mkdir(parents=True, exist_ok=True)
-            job.queue_lock = RunLock(rundir.path, QUEUE_LOCK, shared=True).acquire()
+            job.queue_lock = RunLock(rundir.path, QUEUE_LOCK, shared=True).acquire(wait_s=TRAINER_WAIT_S)
             queue(job)
         jobs.append(job)
     return jobs
@@ -153,7 +162,7 @@ def _set_status(job: LocalJob, state: RunState, reason: str) -> None:
             if free and job.rundir.state not in FINAL_STATES:
                 job.rundir.set_status(state, reason=reason)
     except OSError as exc:
-        job.note = f"{reason} (status.json not written: {disk_fault_message(exc)})"
+        job.unwritten, job.note = state, f"{reason} (status.json not written: {disk_fault_message(exc)})"
 
 
 def table(jobs: list[LocalJob], title: str) -> Table:
@@ -163,12 +172,12 @@ def table(jobs: list[LocalJob], title: str) -> Table:
     colors = {"completed": "green", "running": "cyan", "failed": "red", "diverged": "magenta", "canceled": "yellow", "queued": "white"}
     for j in jobs:
         st = j.rundir.status()
-        state = st.get("state", "queued")
+        state = j.unwritten.value if j.unwritten else st.get("state", "queued")
         step = f"{st.get('step', '')}/{st.get('max_steps', '')}" if st.get("step") is not None else ""
         loss = st.get("loss")
         loss_s = f"{loss:.4f}" if isinstance(loss, (int, float)) else ""
         elapsed = f"{time.time() - j.started:.0f}s" if j.started and state == "running" else ""
-        note = j.note if j.waiting_on is not None or "not written" in j.note else (st.get("reason") or j.note)
+        note = j.note if j.waiting_on is not None or j.unwritten else (st.get("reason") or j.note)
         t.add_row(j.spec.name, f"[{colors.get(state, 'white')}]{state}[/]", step, loss_s, elapsed, escape(str(note or "")[:160]))
     return t
 
