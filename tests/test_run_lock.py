@@ -224,7 +224,8 @@ def _segments_never_overlap(rd: RunDir) -> list[list[int]]:
     starts = _run_starts(rd) + [len(lines)]
     segments = []
     for a, b in zip(starts, starts[1:], strict=False):
-        steps = [int(m.group(1)) for line in lines[a:b] if (m := re.search(r"trainyard\.run: step (\d+)/", line))]
+        # one line per optimizer step (eval and end-of-run logs repeat the step; they carry no grad_norm)
+        steps = [int(m.group(1)) for line in lines[a:b] if (m := re.search(r"trainyard\.run: step (\d+)/.*'grad_norm'", line))]
         assert steps == sorted(set(steps)), steps
         segments.append(steps)
     return segments

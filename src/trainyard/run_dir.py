@@ -158,6 +158,8 @@ class RunDir:
             data["started_at"] = now
         if state.final:
             data["finished_at"] = now
+        else:  # a new attempt: the last one's end time no longer describes the run
+            data.pop("finished_at", None)
         return self._write_status(data)
 
     def update_progress(self, **fields: Any) -> Status:

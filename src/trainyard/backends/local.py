@@ -68,9 +68,15 @@ def prepare(specs: list[RunSpec], runs_root: Path) -> list[LocalJob]:
         if existing and rundir.state in SKIP_STATES and existing.training_fingerprint() == spec.training_fingerprint():
             job.skipped, job.note = True, f"already {rundir.state}"
         else:
-            rundir.path.mkdir(parents=True, exist_ok=True)
-            job.queue_lock = RunLock(rundir.path, QUEUE_LOCK, shared=True).acquire(wait_s=TRAINER_WAIT_S)
-            queue(job)
+            try:
+                rundir.path.mkdir(parents=True, exist_ok=True)
+                job.queue_lock = RunLock(rundir.path, QUEUE_LOCK, shared=True).acquire(wait_s=TRAINER_WAIT_S)
+                queue(job)
+            except OSError as exc:  # a disk fault: nothing starts; the runs queued so far say why
+                for done in jobs:
+                    if not done.skipped and done.waiting_on is None:
+                        _set_status(done, RunState.CANCELED, f"not started: {disk_fault_message(exc)}")
+                raise
         jobs.append(job)
     return jobs
 
