@@ -117,7 +117,7 @@ def test_disk_full_while_training_fails_the_run_without_a_traceback(tmpfs, tmp_p
     out, err = proc.communicate(timeout=600)
     assert "Traceback" not in out + err, err[-3000:]
     assert proc.returncode == 1
-    assert "failed" in err and "no space left on the device holding" in err, err[-3000:]
+    assert f"a: status.json not written: no space left on the device holding {rd.status_file}: free some space" in err, err[-3000:]
     assert temp_files(tmpfs) == []
     assert {k: v for k, v in files_bytes(tmpfs).items() if k in before} == before
     # with space again, `status` tells the truth about the run

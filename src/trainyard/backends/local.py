@@ -168,7 +168,7 @@ def _set_status(job: LocalJob, state: RunState, reason: str) -> None:
             if free and job.rundir.state not in FINAL_STATES:
                 job.rundir.set_status(state, reason=reason)
     except OSError as exc:
-        job.unwritten, job.note = state, f"{reason} (status.json not written: {disk_fault_message(exc)})"
+        job.unwritten, job.note = state, f"status.json not written: {disk_fault_message(exc)}; {reason}"
 
 
 def table(jobs: list[LocalJob], title: str) -> Table:
@@ -247,6 +247,9 @@ def run_local(specs: list[RunSpec], runs_root: Path, parallel: int = 1, console:
             if job.queue_lock is not None:
                 job.queue_lock.release()
     console.print(table(jobs, title))
+    for job in jobs:  # the table cuts long notes: a disk fault's path and fix in full
+        if job.unwritten:
+            console.print(f"[red]{escape(job.spec.name)}[/]: {escape(job.note)}", highlight=False, soft_wrap=True)
     if interrupted:
         return 130
     return 0 if all(j.state == "completed" for j in jobs) else 1
