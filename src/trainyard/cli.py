@@ -359,9 +359,15 @@ def submit_remote(matrix: Matrix, specs, args) -> int:
         out.print(f"dry run: {len(specs)} run(s) validated, nothing submitted (secrets shown as placeholders)")
         return 0
     runs_root = Path(args.runs_dir)
-    if refuse_stale(specs, runs_root, args.restart):
-        return 2
-    results = submit_runs(specs, backend, runs_root, BackendCache(backend))
+    try:
+        if refuse_stale(specs, runs_root, args.restart):
+            return 2
+        results = submit_runs(specs, backend, runs_root, BackendCache(backend))
+    except OSError as exc:
+        if not is_disk_fault(exc):
+            raise
+        print(f"cannot write the run directories: {disk_fault_message(exc)} (the run being submitted may have started without a local record: check the {args.backend} jobs)", file=sys.stderr)
+        return 1
     t = Table(title=f"{specs[0].matrix}: {len(specs)} run(s) -> {args.backend}")
     for c in ("run", "action", "job / note"):
         t.add_column(c)

@@ -144,7 +144,9 @@ def set_aside(rundir: RunDir) -> Path:
 
 def _start(job: LocalJob) -> None:
     log = open(job.rundir.logs / "stdout.log", "ab")  # noqa: SIM115 - owned by the child
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_PID_ENV: str(os.getpid())}  # dies with us
+    # The child asks for SIGTERM when we die (run_lock.die_with_parent). Linux sends it when
+    # the forking *thread* exits, so run_local runs on the main thread.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_PID_ENV: str(os.getpid())}
     src = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
