@@ -242,7 +242,7 @@ def test_cli_submit_status_sync_report_cancel(write_yaml, tmp_path, hub, monkeyp
     rows = {r["run"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["a"]["state"] == "completed" and rows["a"]["metrics"]["train/loss"] == 1.25
     assert a.log_file.read_text() == "training...\ndone\n" and a.status()["job"] == job_a  # job record kept
-    assert rows["b"]["state"] == "failed" and "OOMKilled" in rows["b"]["error"]
+    assert rows["b"]["state"] == "failed" and "OOMKilled" in rows["b"]["reason"]
 
     # report works on the synced files, unchanged
     assert cli.main(["report", *base, "--out", str(tmp_path / "rep")]) == 0
@@ -253,7 +253,7 @@ def test_cli_submit_status_sync_report_cancel(write_yaml, tmp_path, hub, monkeyp
     assert cli.main([*base, "--backend", "hf-jobs"]) == 0
     out = capsys.readouterr().out
     assert "already completed" in out and len(hub.posts(f"/api/jobs/{USER}")) == 3
-    assert b.state == "queued" and "error" not in b.status()  # the old attempt's status is gone
+    assert b.state == "queued" and "reason" not in b.status()  # the old attempt's status is gone
 
     # stale files of an earlier attempt never override the new job's state
     b_job = b.status()["job"]

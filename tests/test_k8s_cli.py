@@ -191,8 +191,8 @@ def test_the_run_says_how_it_ended(launch, cluster, capsys):
     capsys.readouterr()
     assert launch("status", "--json") == 0
     rows = {r["run"]: r for r in json.loads(capsys.readouterr().out)}
-    assert (rows["a"]["state"], rows["a"]["error"]) == ("diverged", "loss is nan at step 12")
-    assert rows["b"]["state"] == "failed" and "BackoffLimitExceeded" in rows["b"]["error"]
+    assert (rows["a"]["state"], rows["a"]["reason"]) == ("diverged", "loss is nan at step 12")
+    assert rows["b"]["state"] == "failed" and "BackoffLimitExceeded" in rows["b"]["reason"]
 
 
 def test_a_local_rerun_forgets_the_remote_job(launch, cluster):

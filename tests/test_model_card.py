@@ -179,7 +179,8 @@ def test_smoke_run_card_loads_with_eval_results_equal_to_metrics(tmp_path):
 def test_a_failed_run_gets_a_card_that_says_so(tmp_path, tiny_model):
     import logging
 
-    from trainyard.run import EXIT, execute
+    from trainyard.contract import ExitCode
+    from trainyard.run import execute
 
     data = tmp_path / "bad.jsonl"
     data.write_text('{"nothing": "useful"}\n' * 4)
@@ -196,7 +197,7 @@ def test_a_failed_run_gets_a_card_that_says_so(tmp_path, tiny_model):
         for h in saved[0]:
             root.addHandler(h)
         root.setLevel(saved[1])
-    assert EXIT[state] == 2 and rd.state == "failed"
+    assert state == ExitCode.BAD_INPUT and rd.state == "failed"
     text = rd.card_file.read_text()
     assert "**Outcome: failed.**" in text and "bad data" in text
     assert ModelCard.load(rd.card_file).data.pipeline_tag == "text-generation"

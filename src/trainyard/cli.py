@@ -29,7 +29,7 @@ from trainyard.backends import BACKENDS
 from trainyard.backends.remote import job_of
 from trainyard.errors import SpecError
 from trainyard.matrix import Matrix, load_matrix
-from trainyard.run_dir import RunDir
+from trainyard.run_dir import RunDir, disk_fault_message, is_disk_fault
 
 COMMANDS = ("submit", "validate", "status", "logs", "cancel", "report")
 # Not a terminal (CI, pipes, logs): wide enough that tables are never truncated.
@@ -212,9 +212,15 @@ def cmd_submit(matrix: Matrix, specs, args) -> int:
     if missing:
         print("\n".join(["refusing to start:"] + [f"  - {matrix.path} | {m}" for m in missing]), file=sys.stderr)
         return 2
-    if refuse_stale(specs, runs_root, args.restart):
-        return 2
-    code = run_local(specs, runs_root, parallel=max(1, args.parallel or 1), console=err)
+    try:
+        if refuse_stale(specs, runs_root, args.restart):
+            return 2
+        code = run_local(specs, runs_root, parallel=max(1, args.parallel or 1), console=err)
+    except OSError as exc:
+        if not is_disk_fault(exc):
+            raise
+        print(f"cannot write the run directories: {disk_fault_message(exc)}", file=sys.stderr)
+        return 1
     if specs and specs[0].tracking.enabled:
         err.print(f"curves: trackio show --project {specs[0].tracking_project}")
     return code
@@ -223,8 +229,13 @@ def cmd_submit(matrix: Matrix, specs, args) -> int:
 def refuse_stale(specs, runs_root: Path, restart: bool) -> bool:
     """Runs of a changed spec block the launch; --restart sets their directories aside."""
     from trainyard.backends.local import set_aside, stale_runs
+    from trainyard.run_lock import holder
 
     stale = stale_runs(specs, runs_root)
+    busy = [(rd, h) for rd, _ in stale if (h := holder(rd.path)) is not None]
+    if busy:  # never move a directory a trainer is writing
+        print("\n".join(["refusing to start:"] + [f"  - {rd.path} is being trained by {h.describe()}; stop it first (launch.py cancel)" for rd, h in busy]), file=sys.stderr)
+        return True
     if stale and not restart:
         print("\n".join(["refusing to start:"] + [f"  - {msg}" for _, msg in stale]), file=sys.stderr)
         return True
@@ -234,29 +245,18 @@ def refuse_stale(specs, runs_root: Path, restart: bool) -> bool:
 
 
 def collect_status(specs, runs_root: Path) -> list[dict]:
+    """One row per run. A queued/running status whose process is gone (its trainer or its
+    launcher died without a final word) is repaired on the way (run_lock.repair_stale)."""
+    from trainyard.run_lock import repair_stale
+
     rows = []
     for s in specs:
         rd = RunDir.for_run(runs_root, s.matrix, s.name)
-        st = rd.status()
-        if st.get("state") == "running" and not _alive(st):
-            st = {**st, "state": "failed", "error": f"process {st.get('pid')} is gone without a final status; re-run the matrix to resume"}
+        repaired = repair_stale(rd)
+        st = repaired.to_dict() if repaired is not None else rd.status()
         m = rd.metrics()
-        rows.append({"run": s.name, "state": st.get("state", "not started"), "step": st.get("step"), "max_steps": st.get("max_steps"), "error": st.get("error") or st.get("reason"), "path": str(rd.path), "job": st.get("job"), "metrics": {k: v for k, v in m.items() if k in ("train/loss",) or k.endswith("/loss") or k.endswith("/perplexity")}})
+        rows.append({"run": s.name, "state": st.get("state", "not started"), "step": st.get("step"), "max_steps": st.get("max_steps"), "reason": st.get("reason"), "path": str(rd.path), "job": st.get("job"), "metrics": {k: v for k, v in m.items() if k in ("train/loss",) or k.endswith("/loss") or k.endswith("/perplexity")}})
     return rows
-
-
-def _alive(status: dict) -> bool:
-    """A local run's process still exists (runs on other hosts are assumed alive)."""
-    pid, host = status.get("pid"), status.get("host")
-    if not pid or host != os.uname().nodename or status.get("job"):
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def cmd_status(matrix: Matrix, specs, args) -> int:
@@ -272,7 +272,7 @@ def cmd_status(matrix: Matrix, specs, args) -> int:
         evals = {k: v for k, v in r["metrics"].items() if k.startswith("eval/") and k.endswith("/loss")}
         ev = ", ".join(f"{k.split('/')[1]} {v:.4f}" if isinstance(v, float) else f"{k.split('/')[1]} {v}" for k, v in evals.items())
         tl = r["metrics"].get("train/loss")
-        t.add_row(r["run"], r["state"], f"{r['step']}/{r['max_steps']}" if r["step"] is not None else "", f"{tl:.4f}" if isinstance(tl, float) else "", ev, escape(str(r["error"] or "")))
+        t.add_row(r["run"], r["state"], f"{r['step']}/{r['max_steps']}" if r["step"] is not None else "", f"{tl:.4f}" if isinstance(tl, float) else "", ev, escape(str(r["reason"] or "")))
     out.print(t)
     return 0
 
@@ -303,22 +303,32 @@ def cmd_logs(matrix: Matrix, specs, args) -> int:
 
 
 def cmd_cancel(matrix: Matrix, specs, args) -> int:
+    from trainyard.contract import RunState
+    from trainyard.run_lock import holder, stale_reason, try_lock
+
     targets = [s for s in specs if not args.runs or s.name in args.runs]
     n = 0
     for s in targets:
         rd = RunDir.for_run(args.runs_dir, s.matrix, s.name)
-        st = rd.status()
+        st = rd.read_status()
         if job_of(rd) is not None:
             n += remote_cancel(rd)
-        elif st.get("state") == "running" and st.get("pid"):
+            continue
+        if st is None or st.state not in (RunState.QUEUED, RunState.RUNNING):
+            continue
+        trainer = holder(rd.path)  # the live trainer; a pre-lock trainer is known by its pid only
+        pid = trainer.pid if trainer is not None else (st.pid if st.state is RunState.RUNNING and stale_reason(rd.path, st) is None else None)
+        if pid:
             try:
-                os.kill(int(st["pid"]), signal.SIGTERM)  # the run checkpoints and marks itself canceled
+                os.kill(int(pid), signal.SIGTERM)  # the run checkpoints and marks itself canceled
                 n += 1
+                continue
             except ProcessLookupError:
-                rd.set_status("canceled", reason="process was gone")
-        elif st.get("state") == "queued":
-            rd.set_status("canceled", reason="canceled before it started")
-            n += 1
+                pass
+        with try_lock(rd.path) as free:  # nobody trains it: say so in its status
+            if free and rd.state in (RunState.QUEUED, RunState.RUNNING):
+                rd.set_status(RunState.CANCELED, reason="canceled before it started" if st.state is RunState.QUEUED else f"canceled; its process (pid {st.pid}) was already gone")
+                n += 1
     out.print(f"cancel requested for {n} run(s)")
     return 0
 
@@ -351,19 +361,24 @@ def submit_remote(matrix: Matrix, specs, args) -> int:
     if refuse_budget(estimate, matrix):
         return 2
     runs_root = Path(args.runs_dir)
-    if refuse_stale(specs, runs_root, args.restart):
-        return 2
-    if estimate is not None and estimate.specs and not confirm_cost(estimate, args.yes):
-        print("not submitted", file=sys.stderr)
-        return 1
-    if args.parallel:
-        err.print(f"--parallel {args.parallel}: at most {args.parallel} job(s) at once; waiting here to submit the rest as earlier ones end (Ctrl-C stops submitting, running jobs go on)")
-    on_submit = (lambda r: err.print(f"{r.spec.name}: {r.action} {escape(str(r.note or ''))}", highlight=False)) if args.parallel else None
     try:
+        if refuse_stale(specs, runs_root, args.restart):
+            return 2
+        if estimate is not None and estimate.specs and not confirm_cost(estimate, args.yes):
+            print("not submitted", file=sys.stderr)
+            return 1
+        if args.parallel:
+            err.print(f"--parallel {args.parallel}: at most {args.parallel} job(s) at once; waiting here to submit the rest as earlier ones end (Ctrl-C stops submitting, running jobs go on)")
+        on_submit = (lambda r: err.print(f"{r.spec.name}: {r.action} {escape(str(r.note or ''))}", highlight=False)) if args.parallel else None
         results = submit_runs(specs, backend, runs_root, BackendCache(backend), parallel=args.parallel, poll_s=float(os.environ.get("TRAINYARD_POLL_S", "30")), on_submit=on_submit)
     except KeyboardInterrupt:
         err.print("interrupted: runs not submitted yet stay unsubmitted; run the same command again to go on")
         return 130
+    except OSError as exc:
+        if not is_disk_fault(exc):
+            raise
+        print(f"cannot write the run directories: {disk_fault_message(exc)} (the run being submitted may have started without a local record: check the {args.backend} jobs)", file=sys.stderr)
+        return 1
     t = Table(title=f"{specs[0].matrix}: {len(specs)} run(s) -> {args.backend}")
     for c in ("run", "action", "job / note"):
         t.add_column(c)
@@ -520,6 +535,7 @@ def remote_logs(rd: RunDir, follow: bool) -> int:
 
 def remote_cancel(rd: RunDir) -> int:
     from trainyard.backends import get_backend
+    from trainyard.contract import RunState
     from trainyard.run_dir import FINAL_STATES
 
     job = job_of(rd)
@@ -530,5 +546,5 @@ def remote_cancel(rd: RunDir) -> int:
     except Exception as exc:
         print(f"{rd.path.name}: cancel of {job.backend} job {job.id} failed: {exc}", file=sys.stderr)
         return 0
-    rd.set_status("canceled", reason=f"canceled by user ({job.backend} job {job.id})")
+    rd.set_status(RunState.CANCELED, reason=f"canceled by user ({job.backend} job {job.id})")
     return 1

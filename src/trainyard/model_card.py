@@ -194,7 +194,7 @@ def render_card(spec: RunSpec, metrics: dict[str, Any], state: str, *, rundir: R
 
 
 def write_card(rundir: RunDir, spec: RunSpec, metrics: dict[str, Any], state: str, reason: str | None = None) -> Path:
-    rundir.card_file.write_text(render_card(spec, metrics, state, rundir=rundir, reason=reason))
+    rundir.write_card(render_card(spec, metrics, str(state), rundir=rundir, reason=reason))
     return rundir.card_file
 
 

@@ -15,13 +15,13 @@ from pathlib import Path
 
 from trainyard.backends import get_backend
 from trainyard.backends.base import Backend, JobRef
+from trainyard.contract import ACTIVE_STATES, DONE_STATES, RunState
 from trainyard.errors import BackendError
 from trainyard.hub_storage import artifacts_prefix, merge_run_files, sync_run
 from trainyard.run_dir import FINAL_STATES, RunDir
 from trainyard.spec import RunSpec
 
-DONE_STATES = ("completed", "diverged")  # final results: re-submitting keeps them
-ACTIVE_STATES = ("queued", "running")
+# DONE_STATES: final results, re-submitting keeps them; ACTIVE_STATES: a job may still run.
 
 
 def job_of(rundir: RunDir) -> JobRef | None:
@@ -134,11 +134,11 @@ def _submit_one(spec: RunSpec, rundir: RunDir, backend: Backend) -> Submission:
     except (BackendError, ValueError) as err:
         return Submission(spec, rundir, "failed", str(err))
     rundir.path.mkdir(parents=True, exist_ok=True)
-    rundir.spec_file.write_text(spec.to_json())
+    rundir.write_spec(spec.to_json())
     if rundir.status_file.exists():  # a new attempt: nothing of the last one's status carries over
         rundir.status_file.unlink()
     tracking = (ref.extra or {}).get("tracking_url")
-    rundir.set_status("queued", job=dataclasses.asdict(ref), backend=backend.name, submitted_at=time.time(), **({"tracking_url": tracking} if tracking else {}))
+    rundir.set_status(RunState.QUEUED, job=dataclasses.asdict(ref), backend=backend.name, submitted_at=time.time(), **({"tracking_url": tracking} if tracking else {}))
     return Submission(spec, rundir, "submitted", ref.url or ref.id, ref)
 
 
@@ -175,15 +175,15 @@ def refresh(rundir: RunDir, backends: BackendCache) -> str | None:
     if remote_state in FINAL_STATES:
         if state not in FINAL_STATES:
             where = f"{job.backend} job {job.id}"
-            if remote_state == "completed":
-                rundir.set_status("completed", reason=f"{where} completed but the run's files did not come back" + (f" from {repo}" if repo else ""))
-            elif remote_state == "canceled":
-                rundir.set_status("canceled", reason=f"{where} canceled" + (f": {detail}" if detail else ""))
+            if remote_state == RunState.COMPLETED:
+                rundir.set_status(RunState.COMPLETED, reason=f"{where} completed but the run's files did not come back" + (f" from {repo}" if repo else ""))
+            elif remote_state == RunState.CANCELED:
+                rundir.set_status(RunState.CANCELED, reason=f"{where} canceled" + (f": {detail}" if detail else ""))
             else:
-                rundir.set_status("failed", error=f"{where} ended as {remote_state} while the run was {state or 'starting'}" + (f": {detail}" if detail else ""))
+                rundir.set_status(RunState.FAILED, reason=f"{where} ended as {remote_state} while the run was {state or 'starting'}" + (f": {detail}" if detail else ""))
         rundir.update_progress(synced="final")  # nothing changes any more: stop asking
-    elif remote_state == "running" and state in (None, "queued"):
-        rundir.set_status("running")
+    elif remote_state == RunState.RUNNING and state in (None, RunState.QUEUED):
+        rundir.set_status(RunState.RUNNING)
     return warning
 
 
