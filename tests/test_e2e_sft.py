@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from trainyard.contract import ExitCode
 from trainyard.matrix import load_matrix
 from trainyard.run_dir import RunDir
 from trainyard.smoke import smoke_spec
@@ -84,7 +85,7 @@ def test_interrupted_run_resumes_from_last_checkpoint(tmp_path, tiny_model):
 
     shutil.rmtree(rd.checkpoints / "checkpoint-4")
     shutil.rmtree(rd.final)
-    rd.set_status("failed", error="simulated crash")
+    rd.set_status("failed", reason="simulated crash")
     assert run_local([spec], tmp_path) == 0
     st = rd.status()
     assert st["state"] == "completed" and st["resumed_from"].endswith("checkpoint-2")
@@ -127,7 +128,7 @@ def test_bad_data_fails_that_run_only_with_a_clear_reason(tmp_path, tiny_model):
     bad_dir = RunDir.for_run(tmp_path, bad.matrix, "bad")
     st = bad_dir.status()
     assert st["state"] == "failed"
-    assert "needs column(s) ['input_data', 'output_data', 'task_category']" in st["error"] and str(bad_file) in st["error"]
+    assert "needs column(s) ['input_data', 'output_data', 'task_category']" in st["reason"] and str(bad_file) in st["reason"]
     ok = RunDir.for_run(tmp_path, small.matrix, "small").status()
     assert ok["state"] == "completed"
     assert any("limit=5000" in w and "using all of them" in w for w in ok["warnings"])
@@ -173,7 +174,7 @@ def test_a_non_finite_loss_ends_the_run_as_diverged(tmp_path, monkeypatch):
 
     import trainyard.recipes as recipes
     from trainyard.context import DivergenceCallback
-    from trainyard.run import EXIT, execute
+    from trainyard.run import execute
 
     def train(spec, ctx):  # a recipe whose trainer logs a NaN loss at step 120
         control = TrainerControl()
@@ -200,7 +201,7 @@ def test_a_non_finite_loss_ends_the_run_as_diverged(tmp_path, monkeypatch):
         for h in saved[0]:
             root.addHandler(h)
         root.setLevel(saved[1])
-    assert state == "diverged" and EXIT[state] == 3
+    assert state == ExitCode.DIVERGED == 3
     st = rd.status()
     assert st["state"] == "diverged" and st["reason"] == "non-finite training loss (nan) at step 120"
     assert rd.metrics()["eval/heldout/loss"] == "inf" and rd.metrics()["train/loss"] == "nan"

@@ -34,7 +34,7 @@ from trainyard import yaml_load
 from trainyard.errors import Problem, SpecError, did_you_mean, suggest_key
 from trainyard.spec import AUTHORED, SECRET_PATTERN, RunSpec, field_paths
 
-TOP_LEVEL_KEYS = {"name", "description", "baseline", "base", "grid", "variants"}
+TOP_LEVEL_KEYS = {"name", "description", "baseline", "base", "grid", "variants", "budget_usd"}
 # Short labels for keys that often vary, so names read like the studies' own: lr2e-5_r32.
 KEY_LABELS = {
     "lr": "lr",
@@ -64,6 +64,7 @@ class Matrix:
     baseline: str | None = None
     description: str | None = None
     varying: list[str] = field(default_factory=list)
+    budget_usd: float | None = None  # remote backends: cap on the whole matrix's worst-case cost
     lines: dict[tuple, int] = field(default_factory=dict, repr=False)  # YAML key path -> line
 
     def line_of(self, key: str) -> int | None:
@@ -243,7 +244,7 @@ def load_matrix(path: str | Path, sets: list[str] | None = None, max_runs: int |
         seen[run_name] = index
         if not isinstance(merged, dict):
             continue
-        merged = {**merged, "name": run_name, "matrix": name}
+        merged = {**merged, "name": run_name, "matrix": name, "matrix_file": _relative(path)}
         try:
             runs.append(RunSpec.model_validate(merged, context=AUTHORED))
         except ValidationError as exc:
@@ -266,7 +267,24 @@ def load_matrix(path: str | Path, sets: list[str] | None = None, max_runs: int |
         description=doc.get("description"),
         varying=varying_keys(runs, dumps),
         lines=lines,
+        budget_usd=_budget(doc.get("budget_usd"), fname, lines),
     )
+
+
+def _relative(path: Path) -> str:
+    """The matrix file as a user would type it from here (the model card's Reproduce line)."""
+    try:
+        return Path(os.path.relpath(path)).as_posix()
+    except ValueError:  # another drive (Windows)
+        return str(path)
+
+
+def _budget(value: Any, fname: str, lines: dict[tuple, int]) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise SpecError([Problem(fname, f"budget_usd must be a positive number of US dollars (got {value!r})", key="budget_usd", line=lines.get(("budget_usd",)))])
+    return float(value)
 
 
 def parse_sets(items: list[str], fname: str) -> tuple[dict[str, Any], list[Problem]]:

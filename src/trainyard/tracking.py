@@ -51,6 +51,7 @@ class TrackioLogger(TrainerCallback):
         self.run = trackio.init(
             project=self.spec.tracking_project,
             name=self.spec.name,
+            group=t.group or self.spec.matrix,  # one matrix = one group in the dashboard
             config={**tracking_config(self.spec), **self.extra_config},
             space_id=t.space_id,
             server_url=t.server_url,
