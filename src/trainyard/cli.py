@@ -251,6 +251,7 @@ def run_preflight(matrix: Matrix, specs, target: str | None, originals=None) -> 
         report.warnings += device.warnings
     else:
         report = preflight(specs, str(matrix.path), target, line_of=matrix.line_of)
+    report.warnings = list(matrix.warnings) + report.warnings
     for line in group_problems(report.warnings, len(specs)):
         err.print(f"[yellow]warning[/]: {escape(line)}", highlight=False)
     for note in report.notes:

@@ -66,6 +66,7 @@ class Matrix:
     varying: list[str] = field(default_factory=list)
     budget_usd: float | None = None  # remote backends: cap on the whole matrix's worst-case cost
     lines: dict[tuple, int] = field(default_factory=dict, repr=False)  # YAML key path -> line
+    warnings: list[Problem] = field(default_factory=list)  # shown by validate / submit, not fatal
 
     def line_of(self, key: str) -> int | None:
         """The line that sets dotted `key` in base (or, failing that, in a variant / the grid)."""
@@ -250,7 +251,7 @@ def load_matrix(path: str | Path, sets: list[str] | None = None, max_runs: int |
         except ValidationError as exc:
             problems.extend(_problems_from(exc, fname, run_name, applied, lines, overrides))
     dumps = [r.model_dump(mode="json") for r in runs]
-    problems += _identical_runs(runs, dumps, fname)
+    warnings = _identical_runs(runs, dumps, fname)
     baseline = doc.get("baseline")
     if baseline is not None and baseline not in seen:
         problems.append(
@@ -268,6 +269,7 @@ def load_matrix(path: str | Path, sets: list[str] | None = None, max_runs: int |
         varying=varying_keys(runs, dumps),
         lines=lines,
         budget_usd=_budget(doc.get("budget_usd"), fname, lines),
+        warnings=warnings,
     )
 
 
@@ -332,14 +334,15 @@ def _check_size(doc: dict[str, Any], fname: str, lines: dict[tuple, int], max_ru
 
 
 def _identical_runs(runs: list[RunSpec], dumps: list[dict[str, Any]], fname: str) -> list[Problem]:
-    """Two runs with the same resolved settings would train the same model twice."""
+    """Two runs with the same resolved settings would train the same model twice: a warning
+    (replicates are sometimes meant), where a repeated grid value is an error."""
     first: dict[str, str] = {}
     problems = []
     for r, d in zip(runs, dumps, strict=True):
         blob = json.dumps({k: v for k, v in d.items() if k != "name"}, sort_keys=True)
         if blob in first:
-            problems.append(Problem(fname, f"runs {first[blob]!r} and {r.name!r} have identical settings: a duplicate run (e.g. [1.0e-5, 0.00001] "
-                                    "in a grid); remove one or make them differ", run=r.name))
+            problems.append(Problem(fname, f"runs {first[blob]!r} and {r.name!r} have identical settings (a duplicate run: "
+                                    "same data, seed and hyperparameters); vary train.seed for replicates", run=r.name))
         else:
             first[blob] = r.name
     return problems

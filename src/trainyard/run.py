@@ -23,7 +23,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from trainyard.contract import ExitCode, RunState
-from trainyard.errors import BadInput
+from trainyard.errors import BadInput, DataFormatError
 from trainyard.hub_storage import ArtifactUploader, push_to_hub, remote_artifacts, resolve_repo_id
 from trainyard.run_dir import RunDir, disk_fault_message, is_disk_fault
 from trainyard.run_lock import PARENT_PID_ENV, TRAINER_WAIT_S, RunLock, RunLocked, die_with_parent
@@ -123,9 +123,10 @@ def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = N
     try:
         metrics = load_recipe(spec.recipe).train(spec, ctx)
     except BadInput as exc:  # the spec or the data is wrong (DataFormatError, ConfigError): never retried
-        log.error("bad input: %s", exc)
-        rundir.set_status(RunState.FAILED, reason=f"bad input: {exc}")
-        _failed_card(spec, rundir, f"bad input: {exc}", log)
+        what = "bad data" if isinstance(exc, DataFormatError) else "bad input"
+        log.error("%s: %s", what, exc)
+        rundir.set_status(RunState.FAILED, reason=f"{what}: {exc}")
+        _failed_card(spec, rundir, f"{what}: {exc}", log)
         return ExitCode.BAD_INPUT
     except KeyboardInterrupt:
         rundir.set_status(RunState.CANCELED, reason="interrupted")
