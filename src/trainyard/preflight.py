@@ -34,6 +34,7 @@ from trainyard.errors import Problem
 from trainyard.spec import RunSpec, is_local_path
 
 SAMPLE_ROWS = 64
+HUB_TIMEOUT_S = 3
 SCAN_BYTES = 64 * 2**20  # a JSON-lines file is parsed whole up to this size (one bad line anywhere)
 
 # Module names of each architecture family that LoRA can target (peft matches name suffixes).
@@ -326,7 +327,7 @@ def check_json_file(path: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=64)
-def read_model_config(name: str, revision: str | None) -> tuple[dict | None, str | None, str | None]:
+def read_model_config(name: str, revision: str | None, network: bool = True) -> tuple[dict | None, str | None, str | None]:
     """-> (config dict, error, note). Local directories always; the Hub from the HF cache,
     or downloaded when online; never via transformers."""
     path = Path(name).expanduser()
@@ -350,6 +351,8 @@ def read_model_config(name: str, revision: str | None) -> tuple[dict | None, str
         return _json_or_none(str(cached)), None, None
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return None, None, f"model {name}: config not checked (offline, not in the HF cache)"
+    if not network:
+        return None, None, f"model {name}: config not fetched from the Hub (fix the problems above first)"
     return _fetch_hub_config(name, revision)
 
 
@@ -369,7 +372,7 @@ def _cached_config(name: str, revision: str | None) -> Path | None:
 
 
 def _fetch_hub_config(name: str, revision: str | None) -> tuple[dict | None, str | None, str | None]:
-    """One GET of config.json, 5 s, no retries: validate never waits on a slow network."""
+    """One GET of config.json, a few seconds, no retries: validate never waits on a slow network."""
     import urllib.error
     import urllib.parse
     import urllib.request
@@ -382,7 +385,7 @@ def _fetch_hub_config(name: str, revision: str | None) -> tuple[dict | None, str
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=HUB_TIMEOUT_S) as response:
             return json.loads(response.read().decode("utf-8")), None, None
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
@@ -408,7 +411,7 @@ def model_positions(config: dict) -> int | None:
     return None
 
 
-def check_model(spec: RunSpec) -> tuple[list[tuple[str, str]], str | None]:
+def check_model(spec: RunSpec, network: bool = True) -> tuple[list[tuple[str, str]], str | None]:
     """-> ([(key, error)], note) from the model's config."""
     if spec.architecture is not None or spec.smoke:
         return [], None  # pretrain builds its own (checked by the schema); smoke's tiny model is fixed
@@ -416,7 +419,7 @@ def check_model(spec: RunSpec) -> tuple[list[tuple[str, str]], str | None]:
     tok = spec.model.tokenizer
     if tok and is_local_path(tok) and Path(tok).expanduser().is_file():
         problems.append(("model.tokenizer", f"tokenizer path {tok} is a file; give the directory that holds tokenizer.json / tokenizer_config.json"))
-    config, error, note = read_model_config(spec.model.name, spec.model.revision)
+    config, error, note = read_model_config(spec.model.name, spec.model.revision, network)
     if error:
         return [*problems, ("model.name", error)], None
     if config is not None:
@@ -542,7 +545,8 @@ def preflight(specs: list[RunSpec], fname: str, target: str | None, line_of: Cal
         if "data" in checks:
             for key, message in _schedule_problems(spec):
                 add(key, message)
-        problems, note = check_model(spec) if "model" in checks else ([], None)
+        # the Hub is asked only while nothing local is wrong: a broken file fails fast, offline
+        problems, note = check_model(spec, network=not report.errors) if "model" in checks else ([], None)
         for key, message in problems:
             add(key, message)
         if note:
