@@ -593,11 +593,30 @@ def _check_data_cached(source: str, fmt: str, field_name: str, split: str) -> tu
     return check_data(source, fmt, field_name, split)
 
 
+def _split_problems(spec: RunSpec) -> list[tuple[str, tuple[str, str]]]:
+    """Local files have no splits (datasets reads them all as `train`): a split or an
+    eval_split named for one would silently be the same rows."""
+    from trainyard.data.formats import FORMATS
+
+    d = spec.data
+    fmt = FORMATS.get(d.format)
+    if fmt is None or fmt.loader is not None or d.source.startswith("fixture:") or not Path(d.source).expanduser().exists():
+        return []
+    out = []
+    if d.eval_split is not None:
+        out.append(("data.eval_split", ("error", f"{d.source} is a local file or folder: it has no splits, so eval_split {d.eval_split!r} "
+                    "would be the training rows again; use data.eval_size, or name the eval file in eval.datasets")))
+    if d.split != "train":
+        out.append(("data.split", ("error", f"{d.source} is a local file or folder: it has no splits (all rows are read); remove split: {d.split}")))
+    return out
+
+
 def _data_problems(spec: RunSpec) -> list[tuple[str, tuple[str, str]]]:
     out = []
     d = spec.data
     sets = [("data.source", d.source, d.format, d.text_field, d.split)]
     sets += [(f"eval.datasets[{e.name}].source", e.source, e.format, e.text_field, e.split) for e in spec.eval.datasets]
+    out += _split_problems(spec)
     for key, source, fmt, field_name, split in sets:
         error, warning = _check_data_cached(source, fmt, field_name, split)
         if error:
