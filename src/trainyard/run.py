@@ -12,17 +12,25 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
-import time
 import traceback
 from pathlib import Path
 
+from trainyard.checkpoints import resume_point
+from trainyard.contract import SEGMENTS, WALL_TIME, ExitCode
 from trainyard.errors import DataFormatError
 from trainyard.hub_storage import ArtifactUploader, push_to_hub, remote_artifacts, resolve_repo_id
 from trainyard.run_dir import RunDir
 from trainyard.spec import RunSpec
 
-EXIT = {"completed": 0, "failed": 1, "bad_input": 2, "diverged": 3, "canceled": 130}
+EXIT = {
+    "completed": ExitCode.COMPLETED,
+    "failed": ExitCode.FAILED,
+    "bad_input": ExitCode.BAD_INPUT,
+    "diverged": ExitCode.DIVERGED,
+    "canceled": ExitCode.CANCELED,
+}
 
 
 def setup_logging(rundir: RunDir) -> logging.Logger:
@@ -67,8 +75,10 @@ def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = N
 
     With a remote artifacts `uploader` (hf-jobs), a run dir without a checkpoint first gets
     the run's uploaded one back (same spec only), and every new checkpoint is uploaded.
+    Resume takes the newest *complete* checkpoint; newer incomplete ones are named in a
+    warning and removed (the trainer would save into the same folders).
     """
-    from trainyard.context import RunContext
+    from trainyard.context import RunContext, Segments
     from trainyard.models import device_kind, pick_precision
     from trainyard.recipes import load_recipe
     from trainyard.tracking import TrackioLogger
@@ -78,36 +88,46 @@ def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = N
     rundir.spec_file.write_text(spec.to_json())
     if uploader is not None:
         uploader.restore_checkpoint(spec)
-    resume = rundir.last_checkpoint()
+    point = resume_point(rundir.checkpoints)
+    resume = str(point.path) if point.path else None
     ctx = RunContext(spec=spec, rundir=rundir, precision=pick_precision(spec.train.precision), device=device_kind(), resume_from=resume, log=log)
     if uploader is not None and uploader.checkpoints:
         ctx.on_checkpoint = uploader.request_checkpoint
     ctx.install_signal_handlers()
-    rundir.set_status("running", pid=os.getpid(), host=os.uname().nodename, resumed_from=resume, error=None, reason=None)
+    rundir.set_status("running", pid=os.getpid(), host=os.uname().nodename, resumed_from=resume, reason=None, divergence=None)
+    if point.skipped:
+        ctx.warn(*point.messages())
+        for folder, _ in point.skipped:
+            shutil.rmtree(folder, ignore_errors=True)
+    ctx.segments = Segments(rundir)
+    ctx.segments.start(resume)
     log.info("run %s/%s: recipe=%s model=%s device=%s precision=%s%s", spec.matrix, spec.name, spec.recipe, spec.model.name, ctx.device, ctx.precision, f" resuming from {resume}" if resume else "")
     if spec.tracking.enabled:
-        ctx.tracker = TrackioLogger(spec, eval_names=[])
-    started = time.time()
+        ctx.tracker = TrackioLogger(spec, eval_names=[], rundir=rundir, resumed=resume is not None)
     try:
         metrics = load_recipe(spec.recipe).train(spec, ctx)
+        metrics = {**metrics, **ctx.extra_metrics}
+        ctx.segments.touch()
+        metrics.update({WALL_TIME: ctx.segments.wall_time_s(), SEGMENTS: float(len(ctx.segments.records))})
+        if ctx.tracker is not None:
+            ctx.tracker.log_summary(metrics, step=ctx.final_step)
     except DataFormatError as exc:
         log.error("bad data: %s", exc)
-        rundir.set_status("failed", error=f"bad data: {exc}")
+        rundir.set_status("failed", reason=f"bad data: {exc}")
         return "bad_input"
     except KeyboardInterrupt:
         rundir.set_status("canceled", reason="interrupted")
         return "canceled"
     except Exception as exc:
         log.error("run failed:\n%s", traceback.format_exc())
-        rundir.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+        rundir.set_status("failed", reason=f"{type(exc).__name__}: {exc}")
         return "failed"
     finally:
         if ctx.tracker is not None:
             ctx.tracker.finish()
-    metrics = {**metrics, **ctx.extra_metrics, "run/wall_time_s": time.time() - started}
     rundir.write_metrics(metrics)
     if ctx.divergence:
-        state, fields = "diverged", {"reason": ctx.divergence}
+        state, fields = "diverged", {"reason": ctx.divergence, "divergence": ctx.divergence_detail}
     elif ctx.cancel_requested:
         rundir.set_status("canceled", reason="canceled; resumes from the last checkpoint on the next launch")
         return "canceled"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from typing import Any
 from trainyard.contract import FINAL_STATES, RunState  # noqa: F401  (re-exported for callers)
 
 STATES = tuple(s.value for s in RunState)
-_CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 
 
 def json_safe(value: Any) -> Any:
@@ -109,8 +107,7 @@ class RunDir:
         return read_json(self.history_file, default=[]) or []
 
     def last_checkpoint(self) -> str | None:
-        """The highest-numbered checkpoint-N folder (torch-free: the launcher calls it)."""
-        if not self.checkpoints.is_dir():
-            return None
-        found = [(int(m.group(1)), p) for p in self.checkpoints.iterdir() if p.is_dir() and (m := _CHECKPOINT_DIR.match(p.name))]
-        return str(max(found)[1]) if found else None
+        """The newest *complete* checkpoint-N folder (torch-free: the launcher calls it)."""
+        from trainyard.checkpoints import last_complete_checkpoint
+
+        return last_complete_checkpoint(self.checkpoints)
