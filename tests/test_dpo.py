@@ -132,7 +132,7 @@ def test_preference_data_without_chosen_rejected_names_the_columns(tmp_path, tin
                     "dpo.max_prompt_length": None, "tracking.enabled": False})
     rundir = RunDir(tmp_path / "run")
     assert execute(spec, rundir) == "bad_input"
-    error = rundir.status()["error"]
+    error = rundir.status()["reason"]
     assert "needs column(s) ['chosen', 'rejected']" in error and "['completion', 'prompt']" in error
 
 
@@ -148,7 +148,7 @@ def test_quantization_without_cuda_fails_before_loading_data(tmp_path, monkeypat
     spec = _spec(quantization={"bits": 4}, **{"tracking.enabled": False})
     rundir = RunDir(tmp_path / "run")
     assert execute(spec, rundir) == "failed"
-    error = rundir.status()["error"]
+    error = rundir.status()["reason"]
     assert "needs a CUDA GPU" in error and "--smoke" in error
     assert not (rundir.path / "history.json").exists()
 

@@ -263,7 +263,12 @@ def _grad_norm(model) -> float | None:
     import torch
 
     grads = [p.grad for p in model.parameters() if p.grad is not None]
-    return float(torch.nn.utils.get_total_norm(grads)) if grads else None
+    if not grads:
+        return None  # e.g. DeepSpeed keeps them elsewhere: the logged grad_norm is checked in on_log
+    try:
+        return float(torch.nn.utils.get_total_norm(grads))
+    except (RuntimeError, TypeError):  # sharded gradients a plain norm cannot combine: as above
+        return None
 
 
 def nonfinite_tensors(model) -> tuple[int, int]:
