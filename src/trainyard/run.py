@@ -95,8 +95,8 @@ def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = N
         ctx.on_checkpoint = uploader.request_checkpoint
     ctx.install_signal_handlers()
     rundir.set_status("running", pid=os.getpid(), host=os.uname().nodename, resumed_from=resume, reason=None, divergence=None)
-    if point.skipped:
-        ctx.warn(*point.messages())
+    if point.skipped:  # the trainer would save into these very folders again: remove them
+        ctx.warn(*(f"{m}; removed it" for m in point.messages()))
         for folder, _ in point.skipped:
             shutil.rmtree(folder, ignore_errors=True)
     ctx.segments = Segments(rundir)
