@@ -65,11 +65,13 @@ class RunContext:
         save/evaluation wins over every callback that asked for one (the Trainer's own
         DefaultFlowCallback always runs first); the saved-checkpoint check runs before the
         uploader sees the folder."""
-        cbs: list[TrainerCallback] = [ProgressCallback(self), CancelCallback(self), self.clock]
+        cbs: list[TrainerCallback] = [ProgressCallback(self), CancelCallback(self)]
         if self.tracker is not None:
             self.tracker.eval_names = eval_names
             cbs.append(self.tracker)
-        cbs += [StopIfAlreadyTrained(self), SavedCheckpointCheck(self)]
+        # the clock starts after Trackio's init (not training time), before a finished
+        # checkpoint ends train() in StopIfAlreadyTrained (its seconds must be read)
+        cbs += [self.clock, StopIfAlreadyTrained(self), SavedCheckpointCheck(self)]
         if self.on_checkpoint is not None:
             cbs.append(CheckpointUploadCallback(self))
         cbs.append(self.guard)

@@ -93,7 +93,9 @@ class TrackioLogger(TrainerCallback, ExportableState):
             auto_log_gpu=False,
         )
         if record and record.get("run_id") not in (None, self.run.id):
-            log.warning("Trackio run %r is not the one this experiment logged to before (id %s, now %s)", name, record.get("run_id"), self.run.id)
+            # nothing of the earlier segment reached Trackio's storage (killed before its
+            # first flush): the new run id gets the whole curve, backfilled from the history
+            log.info("Trackio holds no run %s of %r; continuing as run id %s", record.get("run_id"), name, self.run.id)
         if resume == "allow":
             last = self._stored_last_step()
             self.logged_through = -1 if last is None else int(last)
@@ -135,20 +137,32 @@ class TrackioLogger(TrainerCallback, ExportableState):
         if self.run is None and state.is_world_process_zero:
             saved = state.stateful_callbacks.get(type(self).__name__) if state.global_step else None
             self.start(((saved or {}).get("attributes") or {}).get("record") if isinstance(saved, dict) else None)
+            self._backfill(state.log_history)
         state.stateful_callbacks[type(self).__name__] = self.state()  # a checkpoint from before this callback lacks it
+
+    def _backfill(self, history: list[dict[str, Any]]) -> None:
+        """Steps the resumed checkpoint holds that never reached Trackio (a killed process
+        loses the logs it had not flushed yet): logged now, from the trainer's history."""
+        for entry in history:
+            step = entry.get("step")
+            if isinstance(step, int) and step > self.logged_through and not is_trainer_summary(entry):
+                self.log(self._curve_metrics(entry), step=step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.run is None or not logs or is_trainer_summary(logs):
             return  # the trainer's end-of-train() averages: execute logs whole-run summaries
         if state.global_step <= self.logged_through:
             return  # an earlier segment logged this step before it was killed
-        metrics = canonical_dict(logs, self.eval_names, self.spec.eval.held_out_name)
+        self.log(self._curve_metrics(logs), step=state.global_step)
+
+    def _curve_metrics(self, logs: dict[str, Any]) -> dict[str, float]:
+        metrics = canonical_dict({k: v for k, v in logs.items() if k != "step"}, self.eval_names, self.spec.eval.held_out_name)
         for key, value in list(metrics.items()):
             # in-training curves of perplexity too (the exact token-weighted value is the final one)
             ppl_key = key.removesuffix("/loss") + "/perplexity"
             if key.startswith("eval/") and key.endswith("/loss") and ppl_key not in metrics:
                 metrics[ppl_key] = safe_exp(value)
-        self.log(metrics, step=state.global_step)
+        return metrics
 
     def log_summary(self, metrics: dict[str, Any], step: int | None) -> None:
         """End-of-run values (whole-run train metrics, final exact evals) as summary/<name>."""
