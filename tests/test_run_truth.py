@@ -125,6 +125,15 @@ def test_a_loss_spike_at_lr_10_diverges(tmp_path, tiny_model):
     assert "spike" in st["reason"] and losses[2] > 10 * losses[1]  # a finite loss, 6.9 -> ~2000
     assert not rd.final.exists() and not any(rd.checkpoints.iterdir())  # step 2's save was vetoed
 
+    # patience 2: the spike must last; the spiking step's checkpoint is never saved meanwhile
+    patient = clm_spec(tiny_model, lr=10.0, max_steps=20, save_steps=1)
+    patient.train.divergence.patience = 2
+    rd = RunDir(tmp_path / "patient")
+    assert execute(patient, rd) == "diverged"
+    st = rd.status()
+    assert st["divergence"]["step"] == 3 and "2 steps in a row" in st["reason"]
+    assert sorted(p.name for p in rd.checkpoints.iterdir()) == ["checkpoint-1"]
+
 
 # ----------------------------------------------------------------------------- kill + resume
 

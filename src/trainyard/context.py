@@ -175,6 +175,7 @@ class DivergenceGuard(TrainerCallback):
         self.cfg = ctx.spec.train.divergence
         self.losses: deque[float] = deque(maxlen=self.cfg.window)
         self._step_loss = None  # device tensor: this step's loss so far
+        self.spiking = 0  # consecutive spiking steps so far
         self.tripped = False
 
     def watch(self, trainer) -> None:
@@ -215,8 +216,12 @@ class DivergenceGuard(TrainerCallback):
         if len(self.losses) >= self.cfg.grace_steps:
             median = statistics.median(self.losses)
             if loss > self.cfg.spike_factor * median and loss - median > self.cfg.spike_min_increase:
-                self._trip(control, step, TRAIN_LOSS, loss, f"a spike: above {self.cfg.spike_factor:g} x the running median {median:.4g}")
-                return
+                self.spiking += 1
+                if self.spiking >= self.cfg.patience:
+                    run = f", {self.spiking} steps in a row" if self.spiking > 1 else ""
+                    self._trip(control, step, TRAIN_LOSS, loss, f"a spike: above {self.cfg.spike_factor:g} x the running median {median:.4g}{run}")
+                return  # a spiking loss never joins the median
+        self.spiking = 0
         self.losses.append(loss)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -242,6 +247,9 @@ class DivergenceGuard(TrainerCallback):
             bad, total = nonfinite_tensors(model)
             if bad:
                 self._trip(control, state.global_step, "weights", math.nan, f"{bad} of {total} trained tensors not finite before saving checkpoint-{state.global_step}")
+        if self.spiking and not self.tripped and control.should_save:
+            control.should_save = False  # a spiking step's weights may be the bad ones: no checkpoint
+            self.ctx.log.warning("step %d: loss spike (%d of %d before stopping): not saving this checkpoint", state.global_step, self.spiking, self.cfg.patience)
         if self.tripped:
             control.should_save = False  # keep the last good checkpoint as the newest one
             control.should_evaluate = False

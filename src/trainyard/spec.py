@@ -87,7 +87,8 @@ class DivergenceSpec(Section):
     A run is stopped and marked `diverged` when a step's loss or gradient norm is not
     finite, when the weights it is about to save are not finite, or when a step's loss
     exceeds spike_factor x the median of the last `window` step losses by more than
-    spike_min_increase (so tiny losses jumping 0.01 -> 0.2 are not spikes).
+    spike_min_increase (so tiny losses jumping 0.01 -> 0.2 are not spikes), `patience`
+    steps in a row.
     """
 
     enabled: bool = True
@@ -95,6 +96,9 @@ class DivergenceSpec(Section):
     spike_min_increase: float = Field(2.0, ge=0, description="... and at least this far above the median")
     window: PositiveInt = Field(50, description="step losses in the running median")
     grace_steps: PositiveInt = Field(1, description="steps that only feed the median: 1 judges step 2 already")
+    patience: PositiveInt = Field(
+        1, description="consecutive spiking steps before stopping (raise for noisy batch-1 losses); a spiking step is never saved"
+    )
 
 
 class TrainSpec(Section):
