@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from trainyard.context import AlreadyTrained, RunContext, nonfinite_tensors
+from trainyard.context import AlreadyTrained, RunContext
 from trainyard.contract import (
     TRAIN_LOSS,
     TRAIN_MEAN_LOSS,
@@ -13,6 +13,7 @@ from trainyard.contract import (
     TRAIN_TOKENS,
     TRAIN_TOKENS_PER_SECOND,
 )
+from trainyard.divergence import nonfinite_tensors
 
 
 def train_and_summarize(trainer, ctx: RunContext, eval_names: list[str]) -> dict[str, float]:
