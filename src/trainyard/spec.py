@@ -41,7 +41,8 @@ SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `lr: .inf` / `.nan` (YAML) or Infinity / NaN (JSON) are rejected in every section
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelSpec(Section):
@@ -89,6 +90,26 @@ class QuantizationSpec(Section):
     double_quant: bool = True
 
 
+class DivergenceSpec(Section):
+    """The divergence guard, checked on every optimizer step (not only logged ones).
+
+    A run is stopped and marked `diverged` when a step's loss or gradient norm is not
+    finite, when the weights it is about to save are not finite, or when a step's loss
+    exceeds spike_factor x the median of the last `window` step losses by more than
+    spike_min_increase (so tiny losses jumping 0.01 -> 0.2 are not spikes), `patience`
+    steps in a row.
+    """
+
+    enabled: bool = True
+    spike_factor: float = Field(10.0, gt=1, description="loss > factor x running median is a spike")
+    spike_min_increase: float = Field(2.0, ge=0, description="... and at least this far above the median")
+    window: PositiveInt = Field(50, description="step losses in the running median")
+    grace_steps: PositiveInt = Field(1, description="steps that only feed the median: 1 judges step 2 already")
+    patience: PositiveInt = Field(
+        1, description="consecutive spiking steps before stopping (raise for noisy batch-1 losses); a spiking step is never saved"
+    )
+
+
 class TrainSpec(Section):
     epochs: PositiveFloat = 1.0
     max_steps: PositiveInt | None = Field(None, description="overrides epochs when set")
@@ -114,6 +135,7 @@ class TrainSpec(Section):
     logging_steps: PositiveInt = 10
     save_steps: PositiveInt | None = Field(None, description="default: once per epoch")
     save_total_limit: PositiveInt = 2
+    divergence: DivergenceSpec = Field(default_factory=DivergenceSpec)
 
     @model_validator(mode="after")
     def _cycles_need_restarts(self) -> TrainSpec:
