@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -248,7 +249,8 @@ def save_checkpoint(rd: RunDir, step: int) -> Path:
     """What the Trainer leaves: weights, optimizer, trainer_state.json (written last)."""
     ck = rd.checkpoints / f"checkpoint-{step}"
     ck.mkdir(parents=True)
-    (ck / "adapter_model.safetensors").write_bytes(b"w%d" % step)
+    header = json.dumps({"w": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]}}).encode()
+    (ck / "adapter_model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"w%d" % (step % 10))  # a valid file
     (ck / "optimizer.pt").write_bytes(b"o%d" % step)
     (ck / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     return ck

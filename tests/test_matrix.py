@@ -210,8 +210,10 @@ def test_a_changed_spec_is_refused_and_restart_sets_the_old_run_aside(tmp_path, 
         rd.create()
         rd.spec_file.write_text(spec.to_json())
         rd.set_status(state)
-    (RunDir.for_run(tmp_path, stopped.matrix, stopped.name).checkpoints / "checkpoint-2").mkdir()
-    (RunDir.for_run(tmp_path, stopped.matrix, stopped.name).checkpoints / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    ck = RunDir.for_run(tmp_path, stopped.matrix, stopped.name).checkpoints / "checkpoint-2"
+    ck.mkdir()  # a complete checkpoint: weights (an empty safetensors) + the state the Trainer writes last
+    (ck / "adapter_model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
+    (ck / "trainer_state.json").write_text('{"global_step": 2}')
 
     def changed(spec, **train):
         return spec.model_copy(update={"train": spec.train.model_copy(update=train)})

@@ -203,7 +203,10 @@ def test_set_aside_is_refused_while_a_trainer_writes_the_run(tmp_path, capsys):
     trainer = _python(HOLD_TRAINER_LOCK, str(rd.path))
     try:
         rd.spec_file.write_text(SPEC.to_json())
-        (rd.checkpoints / "checkpoint-2").mkdir(parents=True)
+        ck = rd.checkpoints / "checkpoint-2"
+        ck.mkdir(parents=True)  # a complete checkpoint: weights (an empty safetensors) + the state written last
+        (ck / "adapter_model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
+        (ck / "trainer_state.json").write_text('{"global_step": 2}')
         changed = SPEC.model_copy(update={"train": SPEC.train.model_copy(update={"lr": 1e-3})})
         assert refuse_stale([changed], tmp_path, restart=True) is True
         assert f"is being trained by trainer pid {trainer.pid}" in capsys.readouterr().err

@@ -121,6 +121,14 @@ TRAIN_RUNTIME = "train/runtime_s"  # training time summed over every segment
 WALL_TIME = "run/wall_time_s"  # entrypoint wall time summed over every segment
 SEGMENTS = "run/segments"  # how many processes trained this run (1 + resumes)
 PADDING_FRACTION = "train/padding_fraction"
+# End-of-run values in Trackio (whole-run train metrics, the final exact evaluation): logged
+# once under summary/<name>, never as one more point of the <name> curve.
+SUMMARY_PREFIX = "summary/"
+
+
+def summary_metric(name: str) -> str:
+    """'summary/<name>', e.g. summary_metric('eval/heldout/loss') -> 'summary/eval/heldout/loss'."""
+    return f"{SUMMARY_PREFIX}{name}"
 
 
 def eval_metric(eval_set: str, measure: str) -> str:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from trainyard.checkpoints import CHECKPOINT_COMPLETE
 from trainyard.run_dir import RunDir, write_json_atomic
 
 if TYPE_CHECKING:
@@ -71,7 +72,6 @@ ARTIFACTS_REPO_ENV = "TRAINYARD_ARTIFACTS_REPO"  # set by remote backends; unset
 ARTIFACT_FILES = ("spec.json", "status.json", "metrics.json", "history.json", "README.md", "loss_curve.png")
 ARTIFACT_DIRS = ("logs",)  # checkpoints/ travel separately (upload_checkpoint), never in a progress upload
 CHECKPOINT_SPEC = "trainyard_spec.json"  # the spec that wrote an uploaded checkpoint, stored inside it
-CHECKPOINT_COMPLETE = "trainer_state.json"  # the Trainer writes it last into a checkpoint folder
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 LOCAL_STATUS_KEYS = ("job", "backend", "submitted_at", "tracking_url")  # written by the submitting machine only
 

@@ -15,14 +15,15 @@ import argparse
 import contextlib
 import logging
 import os
+import shutil
 import sys
-import time
 import traceback
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from trainyard.contract import ExitCode, RunState
+from trainyard.checkpoints import resume_point
+from trainyard.contract import SEGMENTS, WALL_TIME, ExitCode, RunState
 from trainyard.errors import BadInput, DataFormatError
 from trainyard.hub_storage import ArtifactUploader, push_to_hub, remote_artifacts, resolve_repo_id
 from trainyard.run_dir import RunDir, disk_fault_message, is_disk_fault
@@ -93,8 +94,10 @@ def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = N
 
     With a remote artifacts `uploader` (hf-jobs), a run dir without a checkpoint first gets
     the run's uploaded one back (same spec only), and every new checkpoint is uploaded.
+    Resume takes the newest *complete* checkpoint; newer incomplete ones are named in a
+    warning and removed (the trainer would save into the same folders).
     """
-    from trainyard.context import RunContext
+    from trainyard.context import RunContext, Segments
     from trainyard.models import device_kind, pick_precision
     from trainyard.recipes import load_recipe
     from trainyard.tracking import TrackioLogger
@@ -104,7 +107,8 @@ def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = N
     rundir.write_spec(spec.to_json())
     if uploader is not None:
         uploader.restore_checkpoint(spec)
-    resume = rundir.last_checkpoint()
+    point = resume_point(rundir.checkpoints)
+    resume = str(point.path) if point.path else None
     try:
         precision = pick_precision(spec.train.precision)
     except BadInput as exc:  # e.g. fp16 on a machine without a GPU: a retry cannot fix it
@@ -115,13 +119,23 @@ def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = N
     if uploader is not None and uploader.checkpoints:
         ctx.on_checkpoint = uploader.request_checkpoint
     ctx.install_signal_handlers()
-    rundir.set_status(RunState.RUNNING, pid=os.getpid(), host=os.uname().nodename, resumed_from=resume, reason=None)
+    rundir.set_status(RunState.RUNNING, pid=os.getpid(), host=os.uname().nodename, resumed_from=resume, reason=None, divergence=None)
+    if point.skipped:  # the trainer would save into these very folders again: remove them
+        ctx.warn(*(f"{m}; removed it" for m in point.messages()))
+        for folder, _ in point.skipped:
+            shutil.rmtree(folder, ignore_errors=True)
+    ctx.segments = Segments(rundir)
+    ctx.segments.start(resume)
     log.info("run %s/%s: recipe=%s model=%s device=%s precision=%s%s", spec.matrix, spec.name, spec.recipe, spec.model.name, ctx.device, ctx.precision, f" resuming from {resume}" if resume else "")
     if spec.tracking.enabled:
-        ctx.tracker = TrackioLogger(spec, eval_names=[])
-    started = time.time()
+        ctx.tracker = TrackioLogger(spec, eval_names=[], rundir=rundir, resumed=resume is not None)
     try:
         metrics = load_recipe(spec.recipe).train(spec, ctx)
+        metrics = {**metrics, **ctx.extra_metrics}
+        ctx.segments.touch()
+        metrics.update({WALL_TIME: ctx.segments.wall_time_s(), SEGMENTS: float(len(ctx.segments.records))})
+        if ctx.tracker is not None:
+            ctx.tracker.log_summary(metrics, step=ctx.final_step)
     except BadInput as exc:  # the spec or the data is wrong (DataFormatError, ConfigError): never retried
         what = "bad data" if isinstance(exc, DataFormatError) else "bad input"
         log.error("%s: %s", what, exc)
@@ -139,10 +153,9 @@ def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = N
     finally:
         if ctx.tracker is not None:
             ctx.tracker.finish()
-    metrics = {**metrics, **ctx.extra_metrics, "run/wall_time_s": time.time() - started}
     rundir.write_metrics(metrics)
     if ctx.divergence:
-        state, fields = RunState.DIVERGED, {"reason": ctx.divergence}
+        state, fields = RunState.DIVERGED, {"reason": ctx.divergence, "divergence": ctx.divergence_detail}
     elif ctx.cancel_requested:
         rundir.set_status(RunState.CANCELED, reason="canceled; resumes from the last checkpoint on the next launch")
         return ExitCode.CANCELED

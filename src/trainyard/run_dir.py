@@ -16,7 +16,6 @@ import errno
 import json
 import math
 import os
-import re
 import secrets
 import time
 from pathlib import Path
@@ -25,7 +24,6 @@ from typing import Any
 from trainyard.contract import FINAL_STATES, RunState, Status  # noqa: F401  (FINAL_STATES re-exported for callers)
 
 STATES = tuple(s.value for s in RunState)
-_CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 
 
 def json_safe(value: Any) -> Any:
@@ -190,11 +188,10 @@ class RunDir:
         return read_json(self.history_file, default=[]) or []
 
     def last_checkpoint(self) -> str | None:
-        """The highest-numbered checkpoint-N folder (torch-free: the launcher calls it)."""
-        if not self.checkpoints.is_dir():
-            return None
-        found = [(int(m.group(1)), p) for p in self.checkpoints.iterdir() if p.is_dir() and (m := _CHECKPOINT_DIR.match(p.name))]
-        return str(max(found)[1]) if found else None
+        """The newest *complete* checkpoint-N folder (torch-free: the launcher calls it)."""
+        from trainyard.checkpoints import last_complete_checkpoint
+
+        return last_complete_checkpoint(self.checkpoints)
 
 
 def _reason_field(fields: dict[str, Any]) -> dict[str, Any]:

@@ -184,6 +184,26 @@ class QuantizationSpec(Section):
     double_quant: bool = Field(True, description="quantize the quantization constants too")
 
 
+class DivergenceSpec(Section):
+    """The divergence guard, checked on every optimizer step (not only logged ones).
+
+    A run is stopped and marked `diverged` when a step's loss or gradient norm is not
+    finite, when the weights it is about to save are not finite, or when a step's loss
+    exceeds spike_factor x the median of the last `window` step losses by more than
+    spike_min_increase (so tiny losses jumping 0.01 -> 0.2 are not spikes), `patience`
+    steps in a row.
+    """
+
+    enabled: bool = Field(True, description="watch for divergence (off: train to the end whatever the loss)")
+    spike_factor: float = Field(10.0, gt=1, description="loss > factor x running median is a spike")
+    spike_min_increase: float = Field(2.0, ge=0, description="... and at least this far above the median")
+    window: PositiveInt = Field(50, description="step losses in the running median")
+    grace_steps: PositiveInt = Field(1, description="steps that only feed the median: 1 judges step 2 already")
+    patience: PositiveInt = Field(
+        1, description="consecutive spiking steps before stopping (raise for noisy batch-1 losses); a spiking step is never saved"
+    )
+
+
 class TrainSpec(Section):
     epochs: PositiveFloat = Field(1.0, description="passes over the training data (unless max_steps is set)")
     max_steps: PositiveInt | None = Field(None, description="optimizer steps to train; replaces epochs (set one of them)")
@@ -211,6 +231,7 @@ class TrainSpec(Section):
     logging_steps: PositiveInt = Field(10, description="log the training loss every N steps")
     save_steps: PositiveInt | None = Field(None, description="checkpoint every N steps; default: once per epoch")
     save_total_limit: PositiveInt = Field(2, description="checkpoints kept")
+    divergence: DivergenceSpec = Field(default_factory=DivergenceSpec, description="stop a run whose loss or gradients go non-finite or spike")
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> TrainSpec:

@@ -28,6 +28,9 @@ def common_trainer_kwargs(spec: RunSpec, output_dir: str, precision: str, has_ev
         data_seed=spec.data.seed,
         logging_steps=t.logging_steps,
         logging_first_step=True,
+        # PITFALLS: the default True replaces a NaN/inf loss before anyone sees it; the
+        # divergence guard (divergence.DivergenceGuard) and history.json must see the real value.
+        logging_nan_inf_filter=False,
         save_total_limit=t.save_total_limit,
         gradient_checkpointing=t.gradient_checkpointing,
         bf16=precision == "bf16",

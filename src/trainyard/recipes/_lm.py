@@ -11,7 +11,7 @@ from typing import Any
 
 from trainyard.context import RunContext
 from trainyard.data.lm import lm_collator, load_eval_texts, load_train_texts, to_blocks
-from trainyard.recipes.common import log_final, save_final, train_and_summarize
+from trainyard.recipes.common import save_final, train_and_summarize
 from trainyard.spec import RunSpec
 from trainyard.training_args import common_trainer_kwargs
 
@@ -92,6 +92,5 @@ def train_and_finish(spec: RunSpec, ctx: RunContext, trainer, tokenizer, data: L
         return metrics
     if ctx.divergence is None and data.eval_texts:
         metrics.update(final_eval(spec, trainer, tokenizer, data))
-        log_final(ctx, metrics, trainer.state.global_step)
     save_final(trainer, tokenizer, ctx)
     return metrics

@@ -16,7 +16,7 @@ from trainyard.context import RunContext
 from trainyard.data.loading import load_examples
 from trainyard.data.prompt_truncation import truncate_prompts
 from trainyard.errors import DataFormatError
-from trainyard.evaluation.post_train import GENERATION_PREFIXES, generation_evals
+from trainyard.evaluation.post_train import generation_evals
 from trainyard.metrics import canonical_dict
 from trainyard.models import (
     count_parameters,
@@ -25,7 +25,7 @@ from trainyard.models import (
     lora_config,
     quantization_config,
 )
-from trainyard.recipes.common import log_final, save_final, train_and_summarize
+from trainyard.recipes.common import save_final, train_and_summarize
 from trainyard.spec import RunSpec
 from trainyard.training_args import common_trainer_kwargs
 
@@ -86,7 +86,6 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
         if spec.eval.tatqa is not None:
             metrics.update(_tatqa_generation(trainer.model, tokenizer, spec, ctx, prefix="tatqa"))
         metrics.update(generation_evals(trainer.model, tokenizer, spec, ctx))
-        log_final(ctx, metrics, trainer.state.global_step, prefixes=(*GENERATION_PREFIXES, "tatqa"))
     save_final(trainer, tokenizer, ctx)
     return metrics
 
@@ -106,8 +105,8 @@ def _truncate(ds, tokenizer, max_prompt_length: int, name: str, ctx: RunContext)
 
 
 def _last_train_logs(history: list[dict], eval_name: str) -> dict[str, float]:
-    """The last logged value of every training metric (loss, rewards/*, logps/*, ...): the
-    trainer's own `train_loss` is a whole-run average, kept as train/mean_loss."""
+    """The last logged value of every training metric (loss, rewards/*, logps/*, ...);
+    train/mean_loss over the whole run comes from recipes.common."""
     out: dict[str, float] = {}
     for entry in history:
         if "loss" in entry and not any(k.startswith("eval_") for k in entry):

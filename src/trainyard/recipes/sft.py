@@ -10,10 +10,10 @@ from typing import Any
 
 from trainyard.context import RunContext
 from trainyard.data.loading import load_examples
-from trainyard.evaluation.post_train import GENERATION_PREFIXES, generation_evals
+from trainyard.evaluation.post_train import generation_evals
 from trainyard.evaluation.trainer_eval import token_weighted_loss
 from trainyard.models import count_parameters, load_model, load_tokenizer, lora_config
-from trainyard.recipes.common import log_final, save_final, train_and_summarize
+from trainyard.recipes.common import save_final, train_and_summarize
 from trainyard.spec import DataSpec, RunSpec
 from trainyard.training_args import common_trainer_kwargs
 
@@ -66,7 +66,6 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
         for name, ds in trainer.eval_dataset.items() if isinstance(trainer.eval_dataset, dict) else []:
             metrics.update(token_weighted_loss(trainer, ds).to_metrics(name))
         metrics.update(generation_evals(trainer.model, tokenizer, spec, ctx))
-        log_final(ctx, metrics, trainer.state.global_step, prefixes=GENERATION_PREFIXES)
     save_final(trainer, tokenizer, ctx)
     return metrics
 
