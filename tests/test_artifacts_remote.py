@@ -107,7 +107,7 @@ def test_uploader_refuses_to_start_without_a_writable_repo(tmp_path):
 
 def test_sync_merges_status_and_ignores_an_earlier_attempt(tmp_path, store):
     remote = fake_run(tmp_path / "remote")
-    remote.set_status("failed", error="boom")
+    remote.set_status("failed", reason="boom")
     upload_run_artifacts(remote, REPO, "m/a", api=store)
     local = RunDir(tmp_path / "local" / "m" / "a")
     local.path.mkdir(parents=True)
@@ -117,7 +117,7 @@ def test_sync_merges_status_and_ignores_an_earlier_attempt(tmp_path, store):
     assert local.state == "queued"
     assert sorted(sync_run(local, REPO, "m/a", api=store)) == ["spec.json", "status.json"]
     st = local.status()
-    assert st["state"] == "failed" and st["error"] == "boom" and st["job"] == {"backend": "hf-jobs", "id": "j2"}
+    assert st["state"] == "failed" and st["reason"] == "boom" and st["job"] == {"backend": "hf-jobs", "id": "j2"}
     assert sync_run(local, "alice/missing", "m/a", api=store) == []  # repo not there yet: nothing, no error
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from trainyard.contract import ExitCode
 from trainyard.data.prompt_truncation import prompt_token_count, truncate_prompt, truncate_prompts
 from trainyard.data.tatqa_pairs import load_tatqa_pairs
 from trainyard.errors import SpecError
@@ -94,9 +95,11 @@ def test_end_to_end_smoke_run_logs_finite_dpo_metrics(tmp_path, tiny, monkeypatc
     spec = spec.model_copy(update={
         "train": spec.train.model_copy(update={"max_steps": 2}),
         "data": spec.data.model_copy(update={"eval_size": 4, "eval_limit": 4}),
+        # the study's IFEval needs NLTK punkt_tab (provisioned in the image; tests/test_ifeval.py covers it)
+        "eval": spec.eval.model_copy(update={"ifeval": None}),
     })
     rundir = RunDir(tmp_path / "run")
-    assert execute(spec, rundir) == "completed", rundir.status()
+    assert execute(spec, rundir) == ExitCode.COMPLETED, rundir.status()
     metrics = json.loads((rundir.path / "metrics.json").read_text())
     for key in ("train/loss", "train/mean_loss", "train/rewards/accuracies", "train/rewards/margins", "train/rewards/chosen",
                 "eval/heldout/loss", "eval/heldout/rewards/accuracies", "eval/heldout/rewards/margins"):
@@ -131,7 +134,7 @@ def test_preference_data_without_chosen_rejected_names_the_columns(tmp_path, tin
     spec = _spec(**{"model.name": tiny, "data.source": str(data), "data.format": "preference", "lora": None,
                     "dpo.max_prompt_length": None, "tracking.enabled": False})
     rundir = RunDir(tmp_path / "run")
-    assert execute(spec, rundir) == "bad_input"
+    assert execute(spec, rundir) == ExitCode.BAD_INPUT
     error = rundir.status()["reason"]
     assert "needs column(s) ['chosen', 'rejected']" in error and "['completion', 'prompt']" in error
 
@@ -147,7 +150,7 @@ def test_quantization_without_cuda_fails_before_loading_data(tmp_path, monkeypat
     monkeypatch.setattr(dpo, "load_examples", lambda *a, **k: pytest.fail("data loaded before the CUDA check"))
     spec = _spec(quantization={"bits": 4}, **{"tracking.enabled": False})
     rundir = RunDir(tmp_path / "run")
-    assert execute(spec, rundir) == "failed"
+    assert execute(spec, rundir) == ExitCode.FAILED
     error = rundir.status()["reason"]
     assert "needs a CUDA GPU" in error and "--smoke" in error
     assert not (rundir.path / "history.json").exists()

@@ -84,7 +84,7 @@ def test_interrupted_run_resumes_from_last_checkpoint(tmp_path, tiny_model):
 
     shutil.rmtree(rd.checkpoints / "checkpoint-4")
     shutil.rmtree(rd.final)
-    rd.set_status("failed", error="simulated crash")
+    rd.set_status("failed", reason="simulated crash")
     assert run_local([spec], tmp_path) == 0
     st = rd.status()
     assert st["state"] == "completed" and st["resumed_from"].endswith("checkpoint-2")

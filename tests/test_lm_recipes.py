@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from trainyard.contract import ExitCode
 from trainyard.errors import DataFormatError
 from trainyard.matrix import load_matrix
 from trainyard.run_dir import RunDir
@@ -31,8 +32,7 @@ def smoke_run(job: str, run: str, tiny: str, tmp_path: Path, **overrides):
     spec.tracking.enabled = False
     spec.train.max_steps = 2
     rundir = RunDir(tmp_path / run)
-    state = execute(spec, rundir)
-    assert state == "completed", rundir.status()
+    assert execute(spec, rundir) == ExitCode.COMPLETED, rundir.status()
     metrics = json.loads((rundir.path / "metrics.json").read_text())
     for key, value in metrics.items():
         assert isinstance(value, (int, float)) and math.isfinite(value), (key, value)

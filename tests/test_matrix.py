@@ -181,7 +181,7 @@ def test_status_reports_a_vanished_local_process_as_failed(tmp_path, capsys):
     rd.set_status("running", pid=dead.pid, host=os.uname().nodename, step=3, max_steps=10)
     assert main(["status", "--matrix", "jobs/rust_sft.yaml", "--runs-dir", str(tmp_path), "--json"]) == 0
     rows = {r["run"]: r for r in json.loads(capsys.readouterr().out)}
-    assert rows["5k"]["state"] == "failed" and "is gone" in rows["5k"]["error"]
+    assert rows["5k"]["state"] == "failed" and "is gone" in rows["5k"]["reason"]
     assert rows["20k-r32"]["state"] == "not started"
 
 

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from trainyard.errors import Problem, SpecError, did_you_mean
 from trainyard.spec import RunSpec, field_paths
 
-TOP_LEVEL_KEYS = {"name", "description", "baseline", "base", "grid", "variants"}
+TOP_LEVEL_KEYS = {"name", "description", "baseline", "base", "grid", "variants", "budget_usd"}
 # Short labels for keys that often vary, so names read like the studies' own: lr2e-5_r32.
 KEY_LABELS = {
     "lr": "lr",
@@ -61,6 +61,7 @@ class Matrix:
     baseline: str | None = None
     description: str | None = None
     varying: list[str] = field(default_factory=list)
+    budget_usd: float | None = None  # remote backends: cap on the whole matrix's worst-case cost
 
     def run(self, name: str) -> RunSpec:
         for r in self.runs:
@@ -205,7 +206,7 @@ def load_matrix(path: str | Path) -> Matrix:
             )
             continue
         seen[run_name] = index
-        merged = {**merged, "name": run_name, "matrix": name}
+        merged = {**merged, "name": run_name, "matrix": name, "matrix_file": _relative(path)}
         try:
             runs.append(RunSpec.model_validate(merged))
         except ValidationError as exc:
@@ -225,7 +226,26 @@ def load_matrix(path: str | Path) -> Matrix:
         baseline=baseline,
         description=doc.get("description"),
         varying=varying_keys(runs),
+        budget_usd=_budget(doc.get("budget_usd"), fname, lines),
     )
+
+
+def _relative(path: Path) -> str:
+    """The matrix file as a user would type it from here (the model card's Reproduce line)."""
+    import os
+
+    try:
+        return Path(os.path.relpath(path)).as_posix()
+    except ValueError:  # another drive (Windows)
+        return str(path)
+
+
+def _budget(value: Any, fname: str, lines: dict[tuple, int]) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise SpecError([Problem(fname, f"budget_usd must be a positive number of US dollars (got {value!r})", key="budget_usd", line=lines.get(("budget_usd",)))])
+    return float(value)
 
 
 def _check_shape(doc: dict[str, Any], fname: str, lines: dict[tuple, int]) -> list[Problem]:

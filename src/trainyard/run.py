@@ -4,12 +4,15 @@
     TRAINYARD_SPEC='{...json...}' python -m trainyard.run --run-dir /output
 
 The same code runs as a local subprocess, in the Docker image, on HF Jobs and on k8s.
-Exit codes: 0 completed, 1 failed, 2 bad spec/data, 3 diverged, 130 canceled.
+Exit codes (contract.ExitCode): 0 completed, 1 failed, 2 bad spec/data, 3 diverged,
+75 another process already trains this run directory (nothing written), 130 canceled.
+One trainer per run directory: `<run>/.lock` is held for the whole run (run_lock.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
@@ -18,24 +21,33 @@ import traceback
 from pathlib import Path
 
 from trainyard.checkpoints import resume_point
-from trainyard.contract import SEGMENTS, WALL_TIME, ExitCode
+from trainyard.contract import SEGMENTS, WALL_TIME, ExitCode, RunState
 from trainyard.errors import DataFormatError
 from trainyard.hub_storage import ArtifactUploader, push_to_hub, remote_artifacts, resolve_repo_id
-from trainyard.run_dir import RunDir
+from trainyard.run_dir import RunDir, disk_fault_message, is_disk_fault
+from trainyard.run_lock import PARENT_PID_ENV, TRAINER_WAIT_S, RunLock, RunLocked, die_with_parent
 from trainyard.spec import RunSpec
 
-EXIT = {
-    "completed": ExitCode.COMPLETED,
-    "failed": ExitCode.FAILED,
-    "bad_input": ExitCode.BAD_INPUT,
-    "diverged": ExitCode.DIVERGED,
-    "canceled": ExitCode.CANCELED,
-}
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TRACEBACK = "Traceback (most recent call last)"
+
+
+class ConsoleFormatter(logging.Formatter):
+    """The console gets one line per error; the traceback stays in logs/run.log."""
+
+    def __init__(self, fmt: str, log_file: Path):
+        super().__init__(fmt)
+        self.log_file = log_file
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        cut = text.find(TRACEBACK)
+        return text if cut < 0 else f"{text[:cut].rstrip()} (traceback in {self.log_file})"
 
 
 def setup_logging(rundir: RunDir) -> logging.Logger:
     rundir.logs.mkdir(parents=True, exist_ok=True)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt = logging.Formatter(LOG_FORMAT)
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     for h in list(root.handlers):
@@ -43,7 +55,10 @@ def setup_logging(rundir: RunDir) -> logging.Logger:
     fh = logging.FileHandler(rundir.log_file)
     fh.setFormatter(fmt)
     sh = logging.StreamHandler(sys.stderr)
-    sh.setFormatter(fmt)
+    sh.setFormatter(ConsoleFormatter(LOG_FORMAT, rundir.log_file))
+    # A full disk makes every log write fail: never print a traceback per log line for it
+    # (main() reports the disk fault once).
+    logging.raiseExceptions = False
     root.addHandler(fh)
     root.addHandler(sh)
     for noisy in ("httpx", "urllib3", "filelock"):
@@ -70,8 +85,8 @@ def localize_smoke_model(spec: RunSpec) -> RunSpec:
     return spec.model_copy(update={"model": spec.model.model_copy(update={"name": str(ensure_tiny_model())})})
 
 
-def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = None) -> str:
-    """Run the recipe; write metrics, history, model card, status. Returns the final state.
+def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = None) -> ExitCode:
+    """Run the recipe; write metrics, history, model card, status. Returns the exit code.
 
     With a remote artifacts `uploader` (hf-jobs), a run dir without a checkpoint first gets
     the run's uploaded one back (same spec only), and every new checkpoint is uploaded.
@@ -85,7 +100,7 @@ def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = N
 
     log = setup_logging(rundir)
     rundir.create()
-    rundir.spec_file.write_text(spec.to_json())
+    rundir.write_spec(spec.to_json())
     if uploader is not None:
         uploader.restore_checkpoint(spec)
     point = resume_point(rundir.checkpoints)
@@ -94,7 +109,7 @@ def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = N
     if uploader is not None and uploader.checkpoints:
         ctx.on_checkpoint = uploader.request_checkpoint
     ctx.install_signal_handlers()
-    rundir.set_status("running", pid=os.getpid(), host=os.uname().nodename, resumed_from=resume, reason=None, divergence=None)
+    rundir.set_status(RunState.RUNNING, pid=os.getpid(), host=os.uname().nodename, resumed_from=resume, reason=None, divergence=None)
     if point.skipped:  # the trainer would save into these very folders again: remove them
         ctx.warn(*(f"{m}; removed it" for m in point.messages()))
         for folder, _ in point.skipped:
@@ -113,37 +128,49 @@ def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = N
             ctx.tracker.log_summary(metrics, step=ctx.final_step)
     except DataFormatError as exc:
         log.error("bad data: %s", exc)
-        rundir.set_status("failed", reason=f"bad data: {exc}")
-        return "bad_input"
+        rundir.set_status(RunState.FAILED, reason=f"bad data: {exc}")
+        _failed_card(spec, rundir, f"bad data: {exc}", log)
+        return ExitCode.BAD_INPUT
     except KeyboardInterrupt:
-        rundir.set_status("canceled", reason="interrupted")
-        return "canceled"
+        rundir.set_status(RunState.CANCELED, reason="interrupted")
+        return ExitCode.CANCELED
     except Exception as exc:
         log.error("run failed:\n%s", traceback.format_exc())
-        rundir.set_status("failed", reason=f"{type(exc).__name__}: {exc}")
-        return "failed"
+        rundir.set_status(RunState.FAILED, reason=failure_reason(exc))
+        _failed_card(spec, rundir, failure_reason(exc), log)
+        return ExitCode.FAILED
     finally:
         if ctx.tracker is not None:
             ctx.tracker.finish()
     rundir.write_metrics(metrics)
     if ctx.divergence:
-        state, fields = "diverged", {"reason": ctx.divergence, "divergence": ctx.divergence_detail}
+        state, fields = RunState.DIVERGED, {"reason": ctx.divergence, "divergence": ctx.divergence_detail}
     elif ctx.cancel_requested:
-        rundir.set_status("canceled", reason="canceled; resumes from the last checkpoint on the next launch")
-        return "canceled"
+        rundir.set_status(RunState.CANCELED, reason="canceled; resumes from the last checkpoint on the next launch")
+        return ExitCode.CANCELED
     else:
-        state, fields = "completed", {}
-    _write_card_and_push(spec, rundir, metrics, state, log)
+        state, fields = RunState.COMPLETED, {}
+    _write_card_and_push(spec, rundir, metrics, state, log, reason=fields.get("reason"))
     rundir.set_status(state, **fields)
     log.info("run %s: %s", state, {k: v for k, v in metrics.items() if k.startswith(("train/loss", "eval/"))})
-    return state
+    return ExitCode.for_state(state)
 
 
-def _write_card_and_push(spec: RunSpec, rundir: RunDir, metrics: dict, state: str, log: logging.Logger) -> None:
-    from trainyard.model_card import render_card
+def _failed_card(spec: RunSpec, rundir: RunDir, reason: str, log: logging.Logger) -> None:
+    """A failed run's card says so (and never hides the failure if the card itself fails)."""
+    try:
+        from trainyard.model_card import write_card
 
-    rundir.card_file.write_text(render_card(spec, metrics, state))
-    if spec.hub.push and state == "completed":
+        write_card(rundir, spec, rundir.metrics(), RunState.FAILED, reason=reason)
+    except Exception as err:
+        log.warning("could not write the model card: %s", err)
+
+
+def _write_card_and_push(spec: RunSpec, rundir: RunDir, metrics: dict, state: RunState, log: logging.Logger, reason: str | None = None) -> None:
+    from trainyard.model_card import write_card
+
+    write_card(rundir, spec, metrics, state, reason=reason)
+    if spec.hub.push and state is RunState.COMPLETED:
         repo_id = resolve_repo_id(spec.hub.repo, spec.matrix, spec.name)
         where = push_to_hub(rundir, repo_id, spec.hub.private, smoke=spec.smoke)
         rundir.update_progress(pushed_to=where)
@@ -151,6 +178,8 @@ def _write_card_and_push(spec: RunSpec, rundir: RunDir, metrics: dict, state: st
 
 
 def main(argv: list[str] | None = None) -> int:
+    if os.environ.get(PARENT_PID_ENV, "").isdigit():  # started by the local launcher: die with it
+        die_with_parent(int(os.environ[PARENT_PID_ENV]))
     p = argparse.ArgumentParser(prog="python -m trainyard.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--spec", help="spec.json of the run (default: $TRAINYARD_SPEC)")
     p.add_argument("--run-dir", help="output directory (default: $TRAINYARD_RUN_DIR or runs/<matrix>/<run>)")
@@ -158,11 +187,51 @@ def main(argv: list[str] | None = None) -> int:
     spec = localize_smoke_model(load_spec(args))
     run_dir = args.run_dir or os.environ.get("TRAINYARD_RUN_DIR") or RunDir.for_run("runs", spec.matrix, spec.name).path
     rundir = RunDir(run_dir)
-    # Remote backends (hf-jobs) set $TRAINYARD_ARTIFACTS_REPO: the job's disk dies with it, so
-    # the run's files (and its latest checkpoint) are mirrored to the Hub while it runs, and
-    # a re-submitted run resumes from that checkpoint. A no-op for local runs.
-    with remote_artifacts(spec, rundir) as uploader:
-        return EXIT[execute(spec, rundir, uploader)]
+    # One trainer per run directory, taken before anything is written: a second trainer
+    # leaves status.json, logs and checkpoints to the first.
+    try:
+        lock = RunLock(rundir.path).acquire(wait_s=TRAINER_WAIT_S, role="trainer")
+    except RunLocked as exc:
+        _say(f"trainyard.run: {rundir.path} is already being trained by {exc.holder.describe()}; not starting a second trainer (nothing was written)")
+        return ExitCode.LOCKED
+    except OSError as exc:
+        _say(f"trainyard.run: {disk_fault_message(exc, flag='--run-dir')}")
+        return ExitCode.FAILED
+    with lock:
+        try:
+            # Remote backends (hf-jobs) set $TRAINYARD_ARTIFACTS_REPO: the job's disk dies with it, so
+            # the run's files (and its latest checkpoint) are mirrored to the Hub while it runs, and
+            # a re-submitted run resumes from that checkpoint. A no-op for local runs.
+            with remote_artifacts(spec, rundir) as uploader:
+                return int(execute(spec, rundir, uploader))
+        except Exception as exc:  # execute() records expected failures itself; this is the rest
+            return _unexpected(rundir, exc)
+
+
+def _unexpected(rundir: RunDir, exc: Exception) -> int:
+    """A fault outside the recipe (disk full / read-only while writing the run's files, ...):
+    status `failed` with the reason if status.json can still be written, one line on stderr,
+    the traceback only in logs/run.log."""
+    reason = failure_reason(exc)
+    with contextlib.suppress(OSError), open(rundir.log_file, "a") as fh:
+        fh.write(f"run failed outside the recipe:\n{traceback.format_exc()}")
+    try:
+        rundir.set_status(RunState.FAILED, reason=reason)
+    except OSError as err:
+        reason += f" (status.json could not be updated either: {err.strerror})"
+    _say(f"trainyard.run: failed: {reason}")
+    return ExitCode.FAILED
+
+
+def failure_reason(exc: BaseException) -> str:
+    """status.json's reason: a disk fault names the path and the fix; anything else its type."""
+    return disk_fault_message(exc, flag="--run-dir") if is_disk_fault(exc) else f"{type(exc).__name__}: {exc}"
+
+
+def _say(message: str) -> None:
+    """stderr may be a log file on the very disk that is full: never fail on saying so."""
+    with contextlib.suppress(OSError):
+        print(message, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,16 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 Scheduler = Literal[
     "linear",
@@ -241,6 +250,14 @@ class TrackingSpec(Section):
     space_id: str | None = None
     server_url: str | None = None
     private: bool = True
+    # Remote backends (hf-jobs) with no space_id / server_url: a job's disk dies with it, so
+    # curves go to this private Space instead (template: {user} = job owner, {matrix}).
+    remote_space: str | None = Field(
+        "{user}/trackio-{matrix}",
+        pattern=r"^[A-Za-z0-9{}_.-]+/[A-Za-z0-9{}_.-]+$",
+        description="remote backends: Trackio Space used when space_id and server_url are unset (None: curves stay in the job)",
+    )
+    group: str | None = Field(None, description="Trackio run group; default: the matrix name")
 
 
 class HubSpec(Section):
@@ -289,7 +306,12 @@ class ResourcesSpec(Section):
         "64Gi", pattern=r"^\d+(\.\d+)?([KMGTPE]i?)?$", description="memory quantity, e.g. 64Gi"
     )
     timeout: str = Field("6h", pattern=r"^\d+(\.\d+)?[smhd]?$")
-    retries: int = Field(2, ge=0, description="k8s: Job backoffLimit (failed pods retried from the last checkpoint)")
+    retries: int = Field(
+        2, ge=0, description="retries after a failure, from the last checkpoint (k8s: Job backoffLimit; hf-jobs: attempts = 1 + retries)"
+    )
+    budget_usd: PositiveFloat | None = Field(
+        None, description="remote backends: refuse to submit this run if its worst-case cost (price x timeout) exceeds it"
+    )
     namespace: str | None = Field(
         None,
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
@@ -305,6 +327,56 @@ class ResourcesSpec(Section):
     cache_pvc: str | None = Field(
         "trainyard-hf-cache", description="k8s PVC mounted as the HF cache (None: no cache volume)"
     )
+    # -- launch shape (backends/launch.py): processes per node x nodes under torchrun
+    processes: PositiveInt | None = Field(None, description="training processes per node (default: gpus, at least 1)")
+    nodes: PositiveInt = Field(1, description="k8s: nodes (pods of an Indexed Job), each running `processes`")
+    shm_size: str | None = Field(
+        None, pattern=r"^\d+(\.\d+)?([KMGTPE]i?)?$", description="k8s: /dev/shm size limit (default: a quarter of memory)"
+    )
+    # -- scheduling metadata (k8s)
+    queue: str | None = Field(
+        None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=63,
+        description="k8s: Kueue LocalQueue (label kueue.x-k8s.io/queue-name; the Job starts suspended)",
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="k8s: extra labels on the Job and its pods")
+    annotations: dict[str, str] = Field(default_factory=dict, description="k8s: extra annotations on the Job and its pods")
+
+    @model_validator(mode="after")
+    def _one_gpu_per_process(self) -> ResourcesSpec:
+        if self.processes and self.gpus and self.processes > self.gpus:
+            raise ValueError(f"processes ({self.processes}) > gpus ({self.gpus}): each process needs its own GPU; lower processes or raise gpus")
+        return self
+
+    @field_validator("labels", "annotations")
+    @classmethod
+    def _k8s_metadata_syntax(cls, mapping: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        for key, value in mapping.items():
+            problem = k8s_metadata_problem(key, value if info.field_name == "labels" else None)
+            if problem:
+                raise ValueError(f"{key!r}: {problem}")
+        return mapping
+
+
+_K8S_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# label prefixes set by trainyard itself (or by resources.queue): a user value would break
+# what relies on them; of these, annotations reserve only trainyard.io/ (Kueue reads its own)
+RESERVED_LABEL_PREFIXES = ("trainyard.io/", "kueue.x-k8s.io/", "batch.kubernetes.io/")
+
+
+def k8s_metadata_problem(key: str, label_value: str | None = None) -> str | None:
+    """Why `key` (and, for labels, `label_value`) is not valid Kubernetes label syntax; None if it is."""
+    prefix, _, name = key.rpartition("/")
+    if not name or len(name) > 63 or not _K8S_NAME.match(name):
+        return "the name part must be 1-63 characters of [A-Za-z0-9_.-], starting and ending alphanumeric"
+    if "/" in key and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return "the prefix must be a DNS subdomain (lowercase, e.g. example.com/)"
+    reserved = RESERVED_LABEL_PREFIXES if label_value is not None else RESERVED_LABEL_PREFIXES[:1]
+    if key.startswith(reserved):
+        return f"keys under {', '.join(reserved)} are set by trainyard" + (" (use resources.queue for Kueue)" if label_value is not None else "")
+    if label_value is not None and label_value and (len(label_value) > 63 or not _K8S_NAME.match(label_value)):
+        return f"value {label_value!r} must be at most 63 characters of [A-Za-z0-9_.-], starting and ending alphanumeric (or empty)"
+    return None
 
 
 class ArchitectureSpec(Section):
@@ -360,6 +432,10 @@ class MixedLossSpec(Section):
     top_k: PositiveInt | None = Field(None, description="expected embedding over the top-k logits; default all")
 
 
+# The image a run gets when the matrix sets none. hf-jobs does not pull it: it runs a public
+# CUDA PyTorch image and installs this project's wheel (backends/wheel.py) instead.
+DEFAULT_IMAGE = "ghcr.io/trainyard/trainyard:0.1.0"  # pinned: :latest changes under a resumed run
+
 DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -390,7 +466,11 @@ class RunSpec(Section):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     hub: HubSpec = Field(default_factory=HubSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    image: str = "ghcr.io/trainyard/trainyard:latest"
+    image: str = Field(
+        DEFAULT_IMAGE,
+        description="container image with trainyard installed; unset on hf-jobs: a public CUDA PyTorch image installs this project's wheel",
+    )
+    matrix_file: str | None = Field(None, description="set by the matrix loader: the matrix YAML, relative to the working directory")
     smoke: bool = Field(False, description="set by --smoke: tiny model, fixture data, capped")
     description: str | None = None
 
@@ -479,7 +559,7 @@ class RunSpec(Section):
 
     # Where and how a run executes, not what it trains: changing these (a longer timeout
     # after a job timed out, another image tag) must not stop a run resuming its checkpoint.
-    EXECUTION_SECTIONS: ClassVar[frozenset[str]] = frozenset({"resources", "image", "tracking", "hub", "description"})
+    EXECUTION_SECTIONS: ClassVar[frozenset[str]] = frozenset({"resources", "image", "tracking", "hub", "description", "matrix_file"})
 
     def training_fingerprint(self) -> str:
         """Hash of what determines the training trajectory: a checkpoint resumes only under it."""

@@ -84,6 +84,7 @@ class TrackioLogger(TrainerCallback, ExportableState):
         self.run = trackio.init(
             project=project,
             name=name,
+            group=t.group or self.spec.matrix,  # one matrix = one group in the dashboard
             config={**tracking_config(self.spec), **self.extra_config},
             space_id=t.space_id,
             server_url=t.server_url,
