@@ -204,7 +204,7 @@ def test_set_aside_is_refused_while_a_trainer_writes_the_run(tmp_path, capsys):
     try:
         rd.spec_file.write_text(SPEC.to_json())
         ck = rd.checkpoints / "checkpoint-2"
-        ck.mkdir(parents=True)  # a complete checkpoint: weights (an empty safetensors) + trainer state
+        ck.mkdir(parents=True)  # a complete checkpoint: weights (an empty safetensors) + the state written last
         (ck / "adapter_model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
         (ck / "trainer_state.json").write_text('{"global_step": 2}')
         changed = SPEC.model_copy(update={"train": SPEC.train.model_copy(update={"lr": 1e-3})})
