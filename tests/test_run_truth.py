@@ -110,7 +110,8 @@ def test_lr_1e30_diverges_at_step_2_keeps_the_good_checkpoint_and_exits_3(tmp_pa
     assert sorted(p.name for p in rd.checkpoints.iterdir()) == ["checkpoint-1"]  # the last good one, never checkpoint-2
     weights = load_file(str(rd.checkpoints / "checkpoint-1" / "model.safetensors"))
     assert all(math.isfinite(float(abs(w).max())) for w in weights.values())
-    assert ModelCard.load(rd.card_file).text.count("**Outcome:** diverged") == 1
+    card = ModelCard.load(rd.card_file).text
+    assert card.count("**Outcome: diverged.**") == 1 and st["reason"] in card
 
 
 @pytest.mark.slow
@@ -118,7 +119,7 @@ def test_a_loss_spike_at_lr_10_diverges(tmp_path, tiny_model):
     from trainyard.run import execute
 
     rd = RunDir(tmp_path / "run")
-    assert execute(clm_spec(tiny_model, lr=10.0, max_steps=20), rd) == "diverged"
+    assert execute(clm_spec(tiny_model, lr=10.0, max_steps=20), rd) == ExitCode.DIVERGED
     st = rd.status()
     losses = {e["step"]: e["loss"] for e in rd.history() if "loss" in e}
     assert st["divergence"]["step"] == 2 and st["divergence"]["metric"] == "train/loss"
@@ -129,7 +130,7 @@ def test_a_loss_spike_at_lr_10_diverges(tmp_path, tiny_model):
     patient = clm_spec(tiny_model, lr=10.0, max_steps=20, save_steps=1)
     patient.train.divergence.patience = 2
     rd = RunDir(tmp_path / "patient")
-    assert execute(patient, rd) == "diverged"
+    assert execute(patient, rd) == ExitCode.DIVERGED
     st = rd.status()
     assert st["divergence"]["step"] == 3 and "2 steps in a row" in st["reason"]
     assert sorted(p.name for p in rd.checkpoints.iterdir()) == ["checkpoint-1"]
@@ -195,14 +196,14 @@ def test_resume_from_the_final_checkpoint_trains_no_more_and_a_fresh_run_dir_is_
 
     spec = clm_spec(tiny_model, tracking=True)  # 4 steps, saves at 2 and 4
     rd = RunDir(tmp_path / "runs" / spec.name)
-    assert execute(spec, rd) == "completed"
+    assert execute(spec, rd) == ExitCode.COMPLETED
     first_rows = [r for r in trackio_rows(tmp_path)]
     # killed while saving final/ after its last checkpoint
     import shutil
 
     shutil.rmtree(rd.final)
     rd.set_status("failed", reason="killed")
-    assert execute(spec, rd) == "completed"
+    assert execute(spec, rd) == ExitCode.COMPLETED
     assert Path(rd.status()["resumed_from"]).name == "checkpoint-4"
     assert loss_steps(rd.history()) == [1, 2, 3, 4]
     log = rd.log_file.read_text()
@@ -214,7 +215,7 @@ def test_resume_from_the_final_checkpoint_trains_no_more_and_a_fresh_run_dir_is_
 
     # --restart: the run dir is set aside, the next launch is a new experiment
     rd.path.rename(rd.path.with_name(f"{spec.name}.replaced-1"))
-    assert execute(spec, RunDir(tmp_path / "runs" / spec.name)) == "completed"
+    assert execute(spec, RunDir(tmp_path / "runs" / spec.name)) == ExitCode.COMPLETED
     rows = trackio_rows(tmp_path)
     runs = {}
     for name, run_id, step, _ in rows:

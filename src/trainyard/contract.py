@@ -79,6 +79,7 @@ class Status(BaseModel):
     finished_at: float | None = None
     # the one field that says why a run is failed / diverged / canceled (never `error`)
     reason: str | None = None
+    divergence: dict[str, Any] | None = None  # diverged runs: {step, metric, value} that tripped the guard
     step: int | None = None
     max_steps: int | None = None
     loss: float | str | None = None

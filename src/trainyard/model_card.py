@@ -201,7 +201,7 @@ def write_card(rundir: RunDir, spec: RunSpec, metrics: dict[str, Any], state: st
 def _outcome(state: str, reason: str | None) -> str:
     if state == "completed":
         return "**Outcome:** completed."
-    warn = {"diverged": "**Outcome: diverged.** Training stopped when the loss became non-finite; do not use these weights as a trained model.",
+    warn = {"diverged": "**Outcome: diverged.** The divergence guard stopped training (a non-finite loss, gradient or weight, or a loss spike); there are no final weights.",
             "failed": "**Outcome: failed.** The run did not finish; there are no final weights.",
             "canceled": "**Outcome: canceled** before it finished."}.get(state, f"**Outcome:** {state}.")
     return warn + (f" Reason: {reason}" if reason else "")
