@@ -136,6 +136,11 @@ class TrainSpec(Section):
     save_steps: PositiveInt | None = Field(None, description="default: once per epoch")
     save_total_limit: PositiveInt = 2
     divergence: DivergenceSpec = Field(default_factory=DivergenceSpec)
+    distributed: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto",
+        description="with several processes (resources.processes/gpus/nodes): ddp replicates the model, fsdp shards it; "
+        "auto: fsdp for a full fine-tune above 3B parameters, else ddp",
+    )
 
     @model_validator(mode="after")
     def _cycles_need_restarts(self) -> TrainSpec:
