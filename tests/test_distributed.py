@@ -136,7 +136,7 @@ def _rank_of(pid: int) -> int | None:
 
 
 @pytest.mark.slow
-def test_sigterm_to_one_rank_stops_both_with_a_checkpoint(tmp_path, tiny_model):
+def test_sigterm_to_one_rank_stops_both_with_a_checkpoint_and_both_resume_from_it(tmp_path, tiny_model):
     """SIGTERM reaches rank 1 only (a preempted node, a kill of one worker): the flag is
     combined over the ranks each step, so both save the same checkpoint and stop; the
     launch exits 130 (rank 0's code) and status.json says canceled."""
@@ -162,7 +162,19 @@ def test_sigterm_to_one_rank_stops_both_with_a_checkpoint(tmp_path, tiny_model):
     saved = sorted(rd.checkpoints.iterdir())
     assert [p.name for p in saved] == [f"checkpoint-{st['step']}"]  # the cancel's save, at the step both stopped
     assert checkpoint_problem(saved[0]) is None
+    assert {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in saved[0].iterdir()}
     assert not rd.final.exists()
+
+    # relaunched (two more steps): both ranks resume from that checkpoint, rank 0's pick
+    stopped = st["step"]
+    more = spec_file(tmp_path, tiny_model, "term", max_steps=stopped + 2, save_steps=1000)
+    again = subprocess.run([*LAUNCH, "--standalone", "--nnodes", "1", "--nproc-per-node", "2", "-m", "trainyard.run", "--spec", str(more), "--run-dir", str(rd.path)],
+                           cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    st = rd.status()
+    assert st["state"] == RunState.COMPLETED and st["step"] == stopped + 2 and Path(st["resumed_from"]) == saved[0]
+    assert "[rank 1] " in again.stderr and f"rank 1: resuming from {saved[0]}" in again.stderr
+    assert sorted(step_losses(rd)) == list(range(1, stopped + 3))  # every step once
 
 
 def _free_port() -> int:

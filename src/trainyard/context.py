@@ -188,6 +188,9 @@ class SavedCheckpointCheck(TrainerCallback):
         self.ctx = ctx
 
     def on_save(self, args, state, control, **kwargs):
+        # torchrun: each rank writes its own rng_state_<rank>.pth and the Trainer does not wait
+        # for them; rank 0 checks (and the uploader takes) the folder once all are written
+        distributed.barrier()
         if not state.is_world_process_zero:
             return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"

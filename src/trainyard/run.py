@@ -187,6 +187,8 @@ def _execute_worker(spec: RunSpec, rundir: RunDir, log: logging.Logger) -> ExitC
     if resume is not None and not Path(resume).is_dir():
         log.error("rank %d cannot see %s: every node needs the run directory on shared storage to resume", distributed.rank(), resume)
         return ExitCode.FAILED
+    if resume:
+        log.info("rank %d: resuming from %s", distributed.rank(), resume)
     ctx = RunContext(spec=spec, rundir=rundir, precision=pick_precision(spec.train.precision), device=device_kind(), resume_from=resume, log=log)
     ctx.install_signal_handlers()
     try:
