@@ -64,39 +64,79 @@ def step_losses(rd: RunDir) -> dict[int, float]:
     return {e["step"]: e["loss"] for e in rd.history() if "loss" in e}
 
 
+def test_local_dry_run_shows_the_torchrun_launch_and_effective_batch_and_refuses_nodes(tmp_path):
+    base = clm_base("some/model", grad_accum=3)
+    matrix = {"name": "dist", "base": base, "variants": [{"name": "two", "resources.processes": 2}, {"name": "one"}]}
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(matrix))
+    dry = subprocess.run([sys.executable, str(ROOT / "launch.py"), "--matrix", str(path), "--dry-run"], cwd=tmp_path, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    assert "1 × 3 × 2 procs = 6" in dry.stdout  # the table's batch column
+    assert "two -> runs/dist/two: 2 processes (torchrun), effective batch 1 x 3 x 2 = 6  (python -m trainyard.backends.launch --standalone --nnodes 1 --nproc-per-node 2 -m trainyard.run --run-dir runs/dist/two --spec runs/dist/two/spec.json)" in dry.stdout
+    assert "one -> runs/dist/one: 1 process, effective batch 1 x 3 = 3  (python -m trainyard.run --run-dir runs/dist/one --spec runs/dist/one/spec.json)" in dry.stdout
+
+    matrix["variants"] = [{"name": "multi", "resources.nodes": 2}]
+    path.write_text(yaml.safe_dump(matrix))
+    for cmd in (["--dry-run"], []):
+        refused = subprocess.run([sys.executable, str(ROOT / "launch.py"), "--matrix", str(path), *cmd], cwd=tmp_path, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2, refused.stderr
+        assert "run 'multi' | key 'resources.nodes': 2 nodes need the k8s backend" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "runs").exists()  # refused before anything was written
+
+
+def test_train_distributed_auto_shards_only_big_full_fine_tunes_and_only_with_several_processes(monkeypatch):
+    import torch
+
+    from trainyard import training_args
+    from trainyard.training_args import distributed_kwargs, distributed_mode
+
+    def spec(**over) -> RunSpec:
+        return RunSpec.model_validate({"name": "r", "matrix": "dist", **clm_base("some/model"), **over})
+
+    model = torch.nn.Linear(10, 10)  # 110 parameters
+    monkeypatch.setattr(training_args, "FSDP_AUTO_PARAMETERS", 100)
+    assert distributed_mode(spec(), model) == "fsdp"
+    assert distributed_mode(spec(lora={"r": 4}), model) == "ddp"  # adapters: replicas fit
+    assert distributed_mode(spec(), torch.nn.Linear(3, 3)) == "ddp"
+    assert distributed_mode(spec(train={**clm_base("m")["train"], "distributed": "ddp"}), model) == "ddp"
+    assert distributed_kwargs(spec(), model) == {}  # one process: the single-process arguments, unchanged
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    kw = distributed_kwargs(spec(), model)
+    assert kw["fsdp"] is True and kw["fsdp_config"]["version"] == 2 and kw["ddp_backend"] == "gloo"  # no CUDA here
+    assert "fsdp" not in distributed_kwargs(spec(lora={"r": 4}), model)
+    with pytest.raises(ValueError, match="distributed"):
+        spec(train={**clm_base("m")["train"], "distributed": "zero3"})
+
+
 @pytest.mark.slow
 def test_two_processes_train_one_run_like_one_process_with_the_same_global_batch(tmp_path, tiny_model):
-    """`resources.processes: 2` under the local backend: torchrun, gloo, data-parallel. One
-    status / metrics / Trackio run, written by rank 0 alone, and the same losses as one
-    process whose batch is the two ranks' batches together."""
+    """`resources.processes: 2` under the local backend: torchrun, gloo, data-parallel (DDP,
+    and FSDP2 with train.distributed: fsdp). One status / metrics / Trackio run, written by
+    rank 0 alone, and the same losses as one process whose batch is the two ranks' together."""
     base = clm_base(tiny_model)
     matrix = {"name": "dist", "base": base, "variants": [
         {"name": "two", "resources.processes": 2, "train.batch_size": 1},
+        {"name": "sharded", "resources.processes": 2, "train.batch_size": 1, "train.distributed": "fsdp"},
         {"name": "one", "train.batch_size": 2},
     ]}
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(matrix))
     trackio = tmp_path / "trackio"
     env = {**os.environ, **ENV, "TRACKIO_DIR": str(trackio)}
-    dry = subprocess.run([sys.executable, str(ROOT / "launch.py"), "--matrix", str(path), "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert dry.returncode == 0, dry.stderr
-    assert "two -> " in dry.stdout and "2 processes (torchrun), effective batch 1 x 1 x 2 = 2" in dry.stdout
-    assert "trainyard.backends.launch --standalone --nnodes 1 --nproc-per-node 2 -m trainyard.run" in dry.stdout
-
     done = subprocess.run([sys.executable, str(ROOT / "launch.py"), "--matrix", str(path), "--runs-dir", str(tmp_path / "runs")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    two, one = (RunDir(tmp_path / "runs" / "dist" / n) for n in ("two", "one"))
+    two, sharded, one = (RunDir(tmp_path / "runs" / "dist" / n) for n in ("two", "sharded", "one"))
     assert done.returncode == 0, done.stderr[-3000:] + (two.logs / "stdout.log").read_text()[-3000:]
     log = (two.logs / "stdout.log").read_text()
     assert "[rank 1]" in log and "world size 2" in two.log_file.read_text()  # really two processes
     assert "[rank 1]" not in two.log_file.read_text()  # logs/run.log is rank 0's
-    for rd in (two, one):
+    for rd in (two, sharded, one):
         assert rd.status()["state"] == RunState.COMPLETED and rd.status()["step"] == 6
     # one of each file: nothing rank-suffixed beside them, every step logged once
     assert sorted(p.name for p in two.path.iterdir() if p.suffix == ".json") == sorted(p.name for p in one.path.iterdir() if p.suffix == ".json")
     assert sorted(step_losses(two)) == list(range(1, 7))
     runs = trackio_runs(trackio, "dist")
-    assert set(runs) == {"two", "one"}  # one Trackio run per experiment, none per rank
+    assert set(runs) == {"two", "sharded", "one"}  # one Trackio run per experiment, none per rank
     assert sorted(s for s, m in runs["two"] if "train/loss" in m) == list(range(1, 7))
 
     a, b = two.metrics(), one.metrics()
@@ -106,6 +146,12 @@ def test_two_processes_train_one_run_like_one_process_with_the_same_global_batch
     assert abs(a["train/loss"] - b["train/loss"]) < LOSS_TOLERANCE
     assert a["train/tokens"] == b["train/tokens"]  # gathered over the ranks
     assert (two.final / "model.safetensors").is_file()
+
+    # FSDP2 (gloo): the same steps; final/ holds the whole model, not a shard
+    fsdp_diffs = [abs(step_losses(sharded)[s] - step_losses(one)[s]) for s in range(1, 7)]
+    print(f"fsdp final train/loss {sharded.metrics()['train/loss']:.7f}; per-step |diff| max {max(fsdp_diffs):.2e}")
+    assert max(fsdp_diffs) < LOSS_TOLERANCE
+    assert (sharded.final / "model.safetensors").stat().st_size == (one.final / "model.safetensors").stat().st_size
 
 
 def stop(proc: subprocess.Popen) -> None:

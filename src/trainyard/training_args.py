@@ -86,8 +86,10 @@ def distributed_kwargs(spec: RunSpec, model=None) -> dict[str, Any]:
     if not _cuda():
         out["ddp_backend"] = "gloo"
     if distributed_mode(spec, model) == "fsdp":
-        out["fsdp"] = "full_shard auto_wrap"
-        out["fsdp_config"] = {"use_orig_params": True, "sync_module_states": True, "state_dict_type": "FULL_STATE_DICT"}
+        # FSDP2 (fully_shard) around each transformer block, resharded after forward (full
+        # sharding); final/ and checkpoints hold whole (unsharded) weights, as with DDP
+        out["fsdp"] = True
+        out["fsdp_config"] = {"version": 2, "reshard_after_forward": True, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "state_dict_type": "FULL_STATE_DICT"}
     return out
 
 
