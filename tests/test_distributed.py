@@ -114,6 +114,8 @@ def test_two_processes_train_one_run_like_one_process_with_the_same_global_batch
     and FSDP2 with train.distributed: fsdp). One status / metrics / Trackio run, written by
     rank 0 alone, and the same losses as one process whose batch is the two ranks' together."""
     base = clm_base(tiny_model)
+    base["data"]["eval_size"] = 16  # a held-out set: evaluated while training (gathered) and after (rank 0 / every FSDP rank)
+    base["eval"] = {"strategy": "steps", "steps": 3}
     matrix = {"name": "dist", "base": base, "variants": [
         {"name": "two", "resources.processes": 2, "train.batch_size": 1},
         {"name": "sharded", "resources.processes": 2, "train.batch_size": 1, "train.distributed": "fsdp"},
@@ -145,12 +147,17 @@ def test_two_processes_train_one_run_like_one_process_with_the_same_global_batch
     assert max(diffs.values()) < LOSS_TOLERANCE
     assert abs(a["train/loss"] - b["train/loss"]) < LOSS_TOLERANCE
     assert a["train/tokens"] == b["train/tokens"]  # gathered over the ranks
+    evals = {k for k in b if k.startswith("eval/") and k.endswith(("/loss", "/tokens"))}
+    assert evals and all(abs(a[k] - b[k]) < LOSS_TOLERANCE * max(1.0, b[k]) for k in evals), {k: (a[k], b[k]) for k in evals}
+    during = {rd: [e["eval_heldout_loss"] for e in rd.history() if "eval_heldout_loss" in e] for rd in (two, one)}  # steps 3, 6
+    assert len(during[two]) == 2 and all(abs(x - y) < LOSS_TOLERANCE for x, y in zip(during[two], during[one], strict=True))
     assert (two.final / "model.safetensors").is_file()
 
     # FSDP2 (gloo): the same steps; final/ holds the whole model, not a shard
     fsdp_diffs = [abs(step_losses(sharded)[s] - step_losses(one)[s]) for s in range(1, 7)]
     print(f"fsdp final train/loss {sharded.metrics()['train/loss']:.7f}; per-step |diff| max {max(fsdp_diffs):.2e}")
     assert max(fsdp_diffs) < LOSS_TOLERANCE
+    assert all(abs(sharded.metrics()[k] - b[k]) < LOSS_TOLERANCE * max(1.0, b[k]) for k in evals)
     assert (sharded.final / "model.safetensors").stat().st_size == (one.final / "model.safetensors").stat().st_size
 
 
