@@ -11,7 +11,10 @@ when the world is larger than 1.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any
+
+COLLECTIVE_TIMEOUT_S = 4 * 3600
 
 
 def rank() -> int:
@@ -44,11 +47,14 @@ def init() -> None:
 
     if dist.is_initialized():
         return
+    # rank 0 alone runs the evaluations before training (eval.compare_before: judge, IFEval)
+    # while the others wait in the first collective: torch's 10-30 min default is too short
+    timeout = timedelta(seconds=COLLECTIVE_TIMEOUT_S)
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank())
-        dist.init_process_group(backend="cuda:nccl,cpu:gloo")
+        dist.init_process_group(backend="cuda:nccl,cpu:gloo", timeout=timeout)
     else:
-        dist.init_process_group(backend="gloo")
+        dist.init_process_group(backend="gloo", timeout=timeout)
 
 
 def _group_ready() -> bool:
