@@ -232,6 +232,11 @@ class TrainSpec(Section):
     save_steps: PositiveInt | None = Field(None, description="checkpoint every N steps; default: once per epoch")
     save_total_limit: PositiveInt = Field(2, description="checkpoints kept")
     divergence: DivergenceSpec = Field(default_factory=DivergenceSpec, description="stop a run whose loss or gradients go non-finite or spike")
+    distributed: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto",
+        description="with several processes (resources.processes/gpus/nodes): ddp replicates the model, fsdp shards it; "
+        "auto: fsdp for a full fine-tune above 3B parameters, else ddp",
+    )
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> TrainSpec:
