@@ -23,6 +23,16 @@ from typing import Any
 from huggingface_hub.utils import filter_repo_objects
 
 USER = "alice"
+# GET /api/jobs/hardware, in the Hub's JSON shape (JobHardwareInfo): a fixed table for the cost tests.
+HARDWARE = [
+    {"name": "cpu-basic", "prettyName": "CPU Basic", "cpu": "2 vCPU", "ram": "16 GB", "accelerator": None, "unitCostMicroUSD": 167, "unitCostUSD": 0.000167, "unitLabel": "minute"},
+    {"name": "a10g-small", "prettyName": "Nvidia A10G - small", "cpu": "4 vCPU", "ram": "15 GB",
+     "accelerator": {"type": "gpu", "model": "A10G", "quantity": "1", "vram": "24 GB", "manufacturer": "Nvidia"},
+     "unitCostMicroUSD": 20000, "unitCostUSD": 0.02, "unitLabel": "minute"},  # $1.20/h: differs from the offline table on purpose
+    {"name": "a100-large", "prettyName": "Nvidia A100 - large", "cpu": "12 vCPU", "ram": "142 GB",
+     "accelerator": {"type": "gpu", "model": "A100", "quantity": "1", "vram": "80 GB", "manufacturer": "Nvidia"},
+     "unitCostMicroUSD": 50000, "unitCostUSD": 0.05, "unitLabel": "minute"},  # $3.00/h
+]
 
 
 @dataclass
@@ -129,6 +139,8 @@ class FakeJobsServer:
                 parts = req.path.strip("/").split("/")
                 if req.path == "/api/whoami-v2":
                     return self._json(200, {"type": "user", "name": USER, "fullname": "Alice", "orgs": []})
+                if req.path == "/api/jobs/hardware":
+                    return self._json(200, HARDWARE)
                 if parts[:2] == ["api", "jobs"] and len(parts) == 4 and parts[3] in fake.jobs:
                     return self._json(200, fake.job_info(fake.jobs[parts[3]]))
                 if parts[:2] == ["api", "jobs"] and len(parts) == 5 and parts[4] == "logs" and parts[3] in fake.jobs:
@@ -203,6 +215,14 @@ class FakeRepoStore:
             else:
                 shutil.copyfile(src, dest)
         self.commits.append(Commit(repo_id, commit_message, [op.path_in_repo for op in adds], [op.path_in_repo for op in deletes]))
+
+    def file_exists(self, repo_id: str, filename: str, *, repo_type: str | None = None) -> bool:
+        return repo_id in self.repos and (self.repos[repo_id] / filename).is_file()
+
+    def upload_file(self, *, path_or_fileobj, path_in_repo: str, repo_id: str, repo_type: str | None = None, commit_message: str = ""):
+        from huggingface_hub import CommitOperationAdd
+
+        self.create_commit(repo_id, repo_type, [CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=path_or_fileobj)], commit_message)
 
     def list_repo_tree(self, repo_id: str, path_in_repo: str | None = None, *, repo_type: str | None = None, recursive: bool = False):
         if repo_id not in self.repos:

@@ -1,9 +1,11 @@
 """A small fake Kubernetes API server for the backend's tests (no cluster runs here).
 
-It answers the real paths with the real JSON shapes (Job, Pod, PodList, Status) for the
-calls trainyard makes, records every request, and runs the fetch pod's shell script
-against a local directory standing in for the PVC, so the whole round trip is real
-except the scheduler.
+It answers the real paths with the real JSON shapes (Job, Service, Pod, PodList, Status)
+for the calls trainyard makes, records every request, and runs the fetch pod's shell
+script against a local directory standing in for the PVC, so the whole round trip is real
+except the scheduler. Like a namespace labelled pod-security.kubernetes.io/enforce:
+restricted, it refuses Jobs and Pods whose pods break the Pod Security Standards
+"restricted" profile (`restricted_violations`, written from the published rules).
 """
 
 from __future__ import annotations
@@ -20,6 +22,75 @@ from urllib.parse import parse_qs, urlparse
 
 JOBS = re.compile(r"^/apis/batch/v1/namespaces/([^/]+)/jobs(?:/([^/]+))?(/status)?$")
 PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods(?:/([^/]+))?(/log)?$")
+SERVICES = re.compile(r"^/api/v1/namespaces/([^/]+)/services(?:/([^/]+))?$")
+
+# Pod Security Standards, restricted profile (kubernetes.io/docs/concepts/security/pod-security-standards)
+ALLOWED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start", "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports", "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes"}
+
+
+def restricted_violations(pod_spec: dict) -> list[str]:
+    """Every way a pod spec (camelCase) breaks the PSS "restricted" profile; [] if none."""
+    out = []
+    psc = pod_spec.get("securityContext") or {}
+    containers = [*pod_spec.get("initContainers", []), *pod_spec.get("containers", []), *pod_spec.get("ephemeralContainers", [])]
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod_spec.get(flag):
+            out.append(f"{flag}=true")
+    for v in pod_spec.get("volumes", []):
+        kinds = set(v) - {"name"}
+        if not kinds <= ALLOWED_VOLUME_TYPES:
+            out.append(f"volume {v['name']!r} uses {sorted(kinds - ALLOWED_VOLUME_TYPES)}")
+    for sysctl in psc.get("sysctls", []):
+        if sysctl["name"] not in SAFE_SYSCTLS:
+            out.append(f"unsafe sysctl {sysctl['name']}")
+    if (psc.get("seLinuxOptions") or {}).keys() & {"user", "role"}:
+        out.append("pod seLinuxOptions user/role set")
+    if psc.get("runAsUser") == 0:
+        out.append("pod runAsUser=0")
+    pod_seccomp = (psc.get("seccompProfile") or {}).get("type")
+    if pod_seccomp == "Unconfined":
+        out.append("pod seccompProfile Unconfined")
+    for c in containers:
+        sc, name = c.get("securityContext") or {}, c["name"]
+        if sc.get("privileged"):
+            out.append(f"container {name}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"container {name}: allowPrivilegeEscalation != false")
+        caps = sc.get("capabilities") or {}
+        if "ALL" not in caps.get("drop", []):
+            out.append(f"container {name}: capabilities.drop lacks ALL")
+        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            out.append(f"container {name}: adds capabilities {sorted(set(caps['add']) - {'NET_BIND_SERVICE'})}")
+        run_as_non_root = sc.get("runAsNonRoot", psc.get("runAsNonRoot"))
+        if run_as_non_root is not True:
+            out.append(f"container {name}: runAsNonRoot != true")
+        if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+            out.append(f"container {name}: runAsUser=0")
+        seccomp = (sc.get("seccompProfile") or {}).get("type", pod_seccomp)
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            out.append(f"container {name}: seccompProfile {seccomp or 'unset'} (needs RuntimeDefault or Localhost)")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            out.append(f"container {name}: hostPort")
+        if sc.get("procMount", "Default") != "Default":
+            out.append(f"container {name}: procMount {sc['procMount']}")
+        if (sc.get("seLinuxOptions") or {}).keys() & {"user", "role"}:
+            out.append(f"container {name}: seLinuxOptions user/role set")
+        if (sc.get("appArmorProfile") or {}).get("type") == "Unconfined":
+            out.append(f"container {name}: appArmorProfile Unconfined")
+    return out
+
+
+def pod_specs(obj: dict) -> list[dict]:
+    """The pod specs inside a manifest (Pod, Job, Deployment, ... ; CronJob's two levels)."""
+    kind, spec = obj.get("kind"), obj.get("spec") or {}
+    if kind == "Pod":
+        return [spec]
+    if kind == "CronJob":
+        return [spec["jobTemplate"]["spec"]["template"]["spec"]]
+    if "template" in spec:
+        return [spec["template"]["spec"]]
+    return []
 
 
 def _now() -> str:
@@ -37,8 +108,11 @@ class FakeK8s:
         self.logs: dict[tuple[str, str], str] = {}
         self.requests: list[tuple[str, str, dict, dict | None]] = []  # method, path, query, body
         self.volumes = volumes or {}  # PVC name -> local dir (for fetch pods)
+        self.services: dict[tuple[str, str], dict] = {}
         self.conflict_once: set[str] = set()
         self.forbidden: set[str] = set()  # namespaces where RBAC says no
+        self.jobs_until_outage: int | None = None  # after this many Job creates, the API answers 503
+        self.services_forbidden = False  # RBAC without services (an old launcher Role)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
@@ -103,16 +177,24 @@ class FakeK8s:
                     return self._jobs(method, m.group(1), m.group(2), body)
                 if m := PODS.match(url.path):
                     return self._pods(method, m.group(1), m.group(2), bool(m.group(3)), query, body)
+                if m := SERVICES.match(url.path):
+                    return self._services(method, m.group(1), m.group(2), body)
                 self._send(404, status_obj(404, "NotFound", f"no route {url.path}"))
 
             def _jobs(self, method: str, ns: str, name: str | None, body: dict | None) -> None:
                 if method == "POST":
                     name = body["metadata"]["name"]
+                    if fake.jobs_until_outage is not None:
+                        if fake.jobs_until_outage <= 0:
+                            return self._send(503, status_obj(503, "ServiceUnavailable", "the server is currently unable to handle the request"))
+                        fake.jobs_until_outage -= 1
+                    if violations := [v for ps in pod_specs(body) for v in restricted_violations(ps)]:
+                        return self._send(403, status_obj(403, "Forbidden", f'jobs.batch "{name}" is forbidden: violates PodSecurity "restricted:latest": {"; ".join(violations)}'))
                     if (ns, name) in fake.jobs or name in fake.conflict_once:
                         fake.conflict_once.discard(name)
                         return self._send(409, status_obj(409, "AlreadyExists", f'jobs.batch "{name}" already exists'))
                     job = copy.deepcopy(body)
-                    job["metadata"].update(namespace=ns, uid=f"uid-{name}", creationTimestamp=_now(), resourceVersion="1")
+                    job["metadata"].update(namespace=ns, uid=f"uid-{name}-{len(fake.requests)}", creationTimestamp=_now(), resourceVersion="1")
                     job["status"] = {}
                     fake.jobs[(ns, name)] = job
                     return self._send(201, job)
@@ -154,9 +236,30 @@ class FakeK8s:
                     return self._send(200, fake.pods.pop((ns, name)))
                 self._send(405, status_obj(405, "MethodNotAllowed", method))
 
+            def _services(self, method: str, ns: str, name: str | None, body: dict | None) -> None:
+                if fake.services_forbidden:
+                    return self._send(403, status_obj(403, "Forbidden", f'services is forbidden: User "alice" cannot {method.lower()} resource "services" in API group "" in the namespace "{ns}"'))
+                if method == "POST":
+                    name = body["metadata"]["name"]
+                    if (ns, name) in fake.services:
+                        return self._send(409, status_obj(409, "AlreadyExists", f'services "{name}" already exists'))
+                    svc = copy.deepcopy(body)
+                    svc["metadata"].update(namespace=ns, uid=f"uid-svc-{name}", creationTimestamp=_now())
+                    fake.services[(ns, name)] = svc
+                    return self._send(201, svc)
+                if (ns, name) not in fake.services:
+                    return self._send(404, status_obj(404, "NotFound", f'services "{name}" not found'))
+                if method == "GET":
+                    return self._send(200, fake.services[(ns, name)])
+                if method == "DELETE":  # a Service's DELETE answers with the deleted object
+                    return self._send(200, fake.services.pop((ns, name)))
+                self._send(405, status_obj(405, "MethodNotAllowed", method))
+
             def _create_pod(self, ns: str, body: dict) -> None:
                 """A fetch pod runs at once: its script over the local stand-in volume."""
                 name = body["metadata"]["name"]
+                if violations := restricted_violations(body["spec"]):
+                    return self._send(403, status_obj(403, "Forbidden", f'pods "{name}" is forbidden: violates PodSecurity "restricted:latest": {"; ".join(violations)}'))
                 pod = copy.deepcopy(body)
                 pod["metadata"].update(namespace=ns, uid=f"uid-{name}", creationTimestamp=_now())
                 c = pod["spec"]["containers"][0]

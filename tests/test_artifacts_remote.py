@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -106,7 +107,7 @@ def test_uploader_refuses_to_start_without_a_writable_repo(tmp_path):
 
 def test_sync_merges_status_and_ignores_an_earlier_attempt(tmp_path, store):
     remote = fake_run(tmp_path / "remote")
-    remote.set_status("failed", error="boom")
+    remote.set_status("failed", reason="boom")
     upload_run_artifacts(remote, REPO, "m/a", api=store)
     local = RunDir(tmp_path / "local" / "m" / "a")
     local.path.mkdir(parents=True)
@@ -116,7 +117,7 @@ def test_sync_merges_status_and_ignores_an_earlier_attempt(tmp_path, store):
     assert local.state == "queued"
     assert sorted(sync_run(local, REPO, "m/a", api=store)) == ["spec.json", "status.json"]
     st = local.status()
-    assert st["state"] == "failed" and st["error"] == "boom" and st["job"] == {"backend": "hf-jobs", "id": "j2"}
+    assert st["state"] == "failed" and st["reason"] == "boom" and st["job"] == {"backend": "hf-jobs", "id": "j2"}
     assert sync_run(local, "alice/missing", "m/a", api=store) == []  # repo not there yet: nothing, no error
 
 
@@ -154,7 +155,7 @@ sys.exit(run.main(sys.argv[2:]))
 
 @pytest.fixture(scope="module")
 def first_job(tmp_path_factory, tiny_model):
-    """A smoke run (4 steps, saves at 2; final/ holds step 4) as an HF job runs it: the entrypoint in its
+    """A smoke run (4 steps, saves at 2 and 4) as an HF job runs it: the entrypoint in its
     own process with the artifacts repo set. Its job disk is then "lost": tests use the repo."""
     from trainyard.matrix import load_matrix
     from trainyard.smoke import smoke_spec
@@ -201,8 +202,8 @@ def test_entrypoint_round_trip_through_the_artifacts_repo(tmp_path, first_job):
     files = store.files(REPO)
     for name in ("spec.json", "status.json", "metrics.json", "history.json", "README.md", "logs/run.log", "final/adapter_config.json"):
         assert f"{prefix}/{name}" in files, name
-    # saves at step 2 only: step 4 is final/, not a duplicate checkpoint
-    assert {f.split("/")[3] for f in files if f.startswith(f"{prefix}/checkpoints/")} == {"checkpoint-2"}
+    # saves at steps 2 and 4: the repo keeps only the last checkpoint
+    assert {f.split("/")[3] for f in files if f.startswith(f"{prefix}/checkpoints/")} == {"checkpoint-4"}
     local = RunDir.for_run(tmp_path / "runs", spec.matrix, spec.name)
     local.path.mkdir(parents=True)
     synced = sync_run(local, REPO, prefix, api=store)
@@ -249,7 +250,8 @@ def save_checkpoint(rd: RunDir, step: int) -> Path:
     """What the Trainer leaves: weights, optimizer, trainer_state.json (written last)."""
     ck = rd.checkpoints / f"checkpoint-{step}"
     ck.mkdir(parents=True)
-    (ck / "adapter_model.safetensors").write_bytes(b"w%d" % step)
+    header = json.dumps({"w": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]}}).encode()
+    (ck / "adapter_model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"w%d" % (step % 10))  # a valid file
     (ck / "optimizer.pt").write_bytes(b"o%d" % step)
     (ck / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     return ck
@@ -403,7 +405,7 @@ def test_a_killed_job_is_resumed_by_the_next_one_from_its_uploaded_checkpoint(tm
     resumed = [(e["step"], e["loss"]) for e in job2.history() if "loss" in e]
     assert [n for n, _ in resumed] == [1, 2, 3, 4] and resumed[:2] == lost[:2]  # steps 1-2 came with the checkpoint
     assert "step 1/4" not in job2.log_file.read_text() and "step 3/4" in job2.log_file.read_text()  # trained 3-4 only
-    assert list(repo_checkpoints(store, prefix)) == ["checkpoint-2"]  # job 2 ended at step 4: final/, no checkpoint
+    assert list(repo_checkpoints(store, prefix)) == ["checkpoint-4"]  # job 2's save replaced it
     remote_status = json.loads((store.repos[REPO] / prefix / "status.json").read_text())
     assert remote_status["state"] == "completed" and Path(remote_status["resumed_from"]).name == "checkpoint-2"
 
@@ -418,9 +420,9 @@ def test_a_resubmitted_job_with_a_changed_spec_starts_over(first_job, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "written by a different spec" in proc.stderr
     st = job3.status()
-    assert st["state"] == "completed" and st["resumed_from"] is None
-    # its own checkpoint-2 (of the new spec) replaced the old spec's one
-    stored = json.loads((store.repos[REPO] / spec.matrix / spec.name / "checkpoints/checkpoint-2" / CHECKPOINT_SPEC).read_text())
+    assert st["state"] == "completed" and st.get("resumed_from") is None
+    # its own checkpoint-4 (steps 1-4 of the new spec) replaced the old spec's one
+    stored = json.loads((store.repos[REPO] / spec.matrix / spec.name / "checkpoints/checkpoint-4" / CHECKPOINT_SPEC).read_text())
     assert RunSpec.model_validate(stored).fingerprint() == changed.fingerprint()
 
 

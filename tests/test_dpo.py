@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from trainyard.contract import PADDING_FRACTION
+from trainyard.contract import PADDING_FRACTION, ExitCode
 from trainyard.data.prompt_truncation import prompt_token_count, truncate_prompt, truncate_prompts
 from trainyard.data.tatqa_pairs import load_tatqa_pairs
 from trainyard.errors import SpecError
@@ -96,9 +96,11 @@ def test_end_to_end_smoke_run_logs_finite_dpo_metrics(tmp_path, tiny, monkeypatc
     spec = spec.model_copy(update={
         "train": spec.train.model_copy(update={"max_steps": 2}),
         "data": spec.data.model_copy(update={"eval_size": 4, "eval_limit": 4}),
+        # the study's IFEval needs NLTK punkt_tab (provisioned in the image; tests/test_ifeval.py covers it)
+        "eval": spec.eval.model_copy(update={"ifeval": None}),
     })
     rundir = RunDir(tmp_path / "run")
-    assert execute(spec, rundir) == "completed", rundir.status()
+    assert execute(spec, rundir) == ExitCode.COMPLETED, rundir.status()
     metrics = json.loads((rundir.path / "metrics.json").read_text())
     for key in ("train/loss", "train/mean_loss", "train/rewards/accuracies", "train/rewards/margins", "train/rewards/chosen",
                 "eval/heldout/loss", "eval/heldout/rewards/accuracies", "eval/heldout/rewards/margins"):
@@ -134,8 +136,8 @@ def test_preference_data_without_chosen_rejected_names_the_columns(tmp_path, tin
     spec = _spec(**{"model.name": tiny, "data.source": str(data), "data.format": "preference", "lora": None,
                     "dpo.max_prompt_length": None, "tracking.enabled": False})
     rundir = RunDir(tmp_path / "run")
-    assert execute(spec, rundir) == "bad_input"
-    error = rundir.status()["error"]
+    assert execute(spec, rundir) == ExitCode.BAD_INPUT
+    error = rundir.status()["reason"]
     assert "needs column(s) ['chosen', 'rejected']" in error and "['completion', 'prompt']" in error
 
 
@@ -150,8 +152,8 @@ def test_quantization_without_cuda_fails_before_loading_data(tmp_path, monkeypat
     monkeypatch.setattr(dpo, "load_examples", lambda *a, **k: pytest.fail("data loaded before the CUDA check"))
     spec = _spec(quantization={"bits": 4}, **{"tracking.enabled": False})
     rundir = RunDir(tmp_path / "run")
-    assert execute(spec, rundir) == "failed"
-    error = rundir.status()["error"]
+    assert execute(spec, rundir) == ExitCode.BAD_INPUT  # a config error: exit 2, never retried
+    error = rundir.status()["reason"]
     assert "needs a CUDA GPU" in error and "--smoke" in error
     assert not (rundir.path / "history.json").exists()
 
@@ -159,9 +161,9 @@ def test_quantization_without_cuda_fails_before_loading_data(tmp_path, monkeypat
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"dpo": None}, "recipe dpo needs a dpo: section"),
-        ({"recipe": "sft", "data.format": "alpaca"}, "dpo: options apply only to recipe: dpo"),
-        ({"data.format": "alpaca"}, "has no chosen/rejected answers; recipe dpo needs one of ['preference', 'tatqa_preference']"),
+        ({"dpo": None}, "recipe dpo needs a `dpo:` section"),
+        ({"recipe": "sft", "data.format": "alpaca"}, "dpo: only recipe dpo uses it"),
+        ({"data.format": "alpaca"}, "recipe dpo takes preference: use one of ['preference', 'tatqa_preference']"),
         ({"dpo.max_prompt_length": 768}, "dpo.max_prompt_length (768) must be below train.max_length (768)"),
         ({"dpo.label_smoothing": 0.1}, "label_smoothing applies to loss_type"),
         ({"dpo.loss_type": "exo_pair"}, "exo_pair needs label_smoothing > 0"),
@@ -184,7 +186,7 @@ def test_dpo_section_on_sft_names_file_run_and_key(tmp_path):
     with pytest.raises(SpecError) as err:
         load_matrix(bad)
     assert "bad.yaml" in str(err.value) and "run 'base'" in str(err.value)
-    assert "dpo: options apply only to recipe: dpo" in str(err.value)
+    assert "dpo: only recipe dpo uses it" in str(err.value)
 
 
 def test_spec_accepts_the_defaults():

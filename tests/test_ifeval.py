@@ -84,7 +84,8 @@ def test_strict_and_loose_accuracy_on_fixed_responses():
     assert result["per_prompt"][3] == {"key": 1004, "strict": [True, False], "loose": [True, False]}
     assert ifeval_metrics(result) == pytest.approx({
         "ifeval/instruction_accuracy": 5 / 8, "ifeval/prompt_accuracy": 2 / 5,
-        "ifeval/instruction_accuracy_loose": 6 / 8, "ifeval/prompt_accuracy_loose": 3 / 5})
+        "ifeval/instruction_accuracy_loose": 6 / 8, "ifeval/prompt_accuracy_loose": 3 / 5,
+        "ifeval/prompts": 5, "ifeval/instructions": 8})
 
 
 @needs_punkt

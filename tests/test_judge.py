@@ -80,7 +80,7 @@ def test_recorded_judge_scores_with_missing_ratings():
     assert result["overall"] == pytest.approx(5.8)
     assert result["missing"] == 1 and result["count"] == 3
     assert judge_metrics(result) == pytest.approx(
-        {"judge/turn1": 7.0, "judge/turn2": 4.0, "judge/overall": 5.8, "judge/missing": 1.0})
+        {"judge/turn1": 7.0, "judge/turn2": 4.0, "judge/overall": 5.8, "judge/missing": 1.0, "judge/questions": 3.0})
     assert [key for key, _ in judge.calls] == list(replies)
     with pytest.raises(JudgeError, match="no recorded judge reply for '1004/turn1'"):
         grade_answers(load_questions()[3:4], [["x", "y"]], judge)

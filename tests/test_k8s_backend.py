@@ -109,7 +109,8 @@ def test_rendered_job(specs):
     assert job["metadata"]["labels"]["trainyard.io/run"] == "5k"
     assert job["spec"]["template"]["metadata"]["labels"] == job["metadata"]["labels"]
     assert c["image"] == spec.image
-    assert c["command"] == ["python", "-m", "trainyard.run", "--run-dir", "/output/rust_sft/5k"]
+    # gpus: 2 -> two processes under torchrun (through trainyard.backends.launch, which keeps the exit codes)
+    assert c["command"] == ["python", "-m", "trainyard.backends.launch", "--standalone", "--nnodes", "1", "--nproc-per-node", "2", "-m", "trainyard.run", "--run-dir", "/output/rust_sft/5k"]
     env = env_of(job)
     assert RunSpec.model_validate(json.loads(env["TRAINYARD_SPEC"]["value"])) == spec
     assert env["TRAINYARD_RUN_DIR"]["value"] == "/output/rust_sft/5k"

@@ -17,7 +17,7 @@ pytest.importorskip("kubernetes")
 
 import trainyard.backends as backends  # noqa: E402
 import trainyard.backends.remote as remote  # noqa: E402
-from k8s_fake import FakeK8s, api_client  # noqa: E402
+from k8s_fake import FakeK8s, api_client, pod_specs, restricted_violations  # noqa: E402
 from trainyard.backends.kubernetes import KubernetesBackend, job_name  # noqa: E402
 from trainyard.cli import main  # noqa: E402
 from trainyard.run_dir import RunDir  # noqa: E402
@@ -84,6 +84,54 @@ def test_dry_run_prints_valid_manifests(launch, cluster, capsys):
     assert not cluster.requests  # nothing reached the API
 
 
+def test_dry_run_yaml_is_a_pure_stream_of_objects(cluster, capsys):
+    """`| kubectl apply -f -`: stdout holds only the objects; the table and notes go to stderr."""
+    kv = pytest.importorskip("kubernetes_validate")
+    assert main(["submit", "--matrix", str(ROOT / "jobs" / "rust_sft.yaml"), "--backend", "k8s", "--dry-run", "-o", "yaml"]) == 0
+    out, err = capsys.readouterr()
+    docs = list(yaml.safe_load_all(out))
+    assert [d["kind"] for d in docs] == ["Job"] * 3 and all(d.get("apiVersion") for d in docs)
+    for d in docs:
+        for version in ("1.30", kv.utils.latest_version()):
+            kv.validate(d, version, strict=True)
+    assert "nothing submitted" in err and "effective batch 2 x 2 = 4" in err and "rust_sft" in err
+    assert not cluster.requests
+
+
+def test_dry_run_of_a_multi_node_run_lists_job_and_service(launch, cluster, capsys, write_yaml):
+    two = write_yaml(MATRIX.replace("gpus: 1,", "gpus: 8, nodes: 2, queue: team-a,"))
+    assert main(["submit", "--matrix", str(two), "--backend", "k8s", "--dry-run", "-o", "json"]) == 0
+    out, err = capsys.readouterr()
+    listed = json.loads(out)
+    assert listed["kind"] == "List" and [o["kind"] for o in listed["items"]] == ["Job", "Service"] * 2
+    job = listed["items"][0]
+    assert job["spec"]["completionMode"] == "Indexed" and job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert "2 nodes x 8 processes (torchrun), effective batch 1 x 1 x 8 x 2 = 16" in err
+    assert main(["submit", "--matrix", str(two), "--backend", "k8s", "-o", "yaml"]) == 2  # -o needs --dry-run
+    assert "--dry-run" in capsys.readouterr().err
+    assert not cluster.requests
+
+
+def test_an_api_outage_mid_matrix_reports_what_was_created_and_a_relaunch_completes_it(cluster, tmp_path, write_yaml, capsys):
+    twelve = write_yaml(MATRIX.split("variants:")[0] + "variants:\n" + "".join(f"  - {{name: r{i:02d}, train.lr: 1.0e-4}}\n" for i in range(1, 13)))
+    args = ["--matrix", str(twelve), "--runs-dir", str(tmp_path / "runs"), "--backend", "k8s"]
+    cluster.jobs_until_outage = 6  # run 7 of 12 meets a 503, and so do the rest
+    assert main(["submit", *args]) == 1
+    out = capsys.readouterr().out
+    created = {n for (_, n) in cluster.jobs}
+    assert created == {job_name("k8s_demo", f"r{i:02d}") for i in range(1, 7)}
+    assert out.count("submitted") == 6 and out.count("failed") == 6
+    assert "run 'r07': cannot create Job trainyard/" in out and "unable to handle the request" in out
+    assert "Traceback" not in out
+    for i in range(1, 13):
+        rd = RunDir.for_run(tmp_path / "runs", "k8s_demo", f"r{i:02d}")
+        assert (rd.state == "queued") == (i <= 6)
+    cluster.jobs_until_outage = None  # the API is back
+    assert main(["submit", *args]) == 0
+    assert len(cluster.jobs) == 12
+    assert len(cluster.calls("POST", "/jobs$")) == 6 + 6 + 6  # created, refused, created on relaunch: none twice
+
+
 def test_submit_status_logs_cancel_report(launch, cluster, capsys, tmp_path):
     assert launch("--backend", "k8s") == 0
     ids = {r: job_name("k8s_demo", r) for r in "ab"}
@@ -143,8 +191,8 @@ def test_the_run_says_how_it_ended(launch, cluster, capsys):
     capsys.readouterr()
     assert launch("status", "--json") == 0
     rows = {r["run"]: r for r in json.loads(capsys.readouterr().out)}
-    assert (rows["a"]["state"], rows["a"]["error"]) == ("diverged", "loss is nan at step 12")
-    assert rows["b"]["state"] == "failed" and "BackoffLimitExceeded" in rows["b"]["error"]
+    assert (rows["a"]["state"], rows["a"]["reason"]) == ("diverged", "loss is nan at step 12")
+    assert rows["b"]["state"] == "failed" and "BackoffLimitExceeded" in rows["b"]["reason"]
 
 
 def test_a_local_rerun_forgets_the_remote_job(launch, cluster):
@@ -169,7 +217,8 @@ def test_kustomize_renders_valid_manifests(target, tmp_path):
     out = subprocess.run(["kubectl", "kustomize", str(ROOT / target)], capture_output=True, text=True, check=True).stdout
     docs = list(yaml.safe_load_all(out))
     for d in docs:
-        kv.validate(d, "1.32", strict=True)
+        for version in ("1.30", kv.utils.latest_version()):
+            kv.validate(d, version, strict=True)
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert {("Namespace", "trainyard"), ("ServiceAccount", "trainyard-launcher"), ("ServiceAccount", "trainyard-runner"), ("Role", "trainyard-launcher"), ("RoleBinding", "trainyard-launcher"), ("PersistentVolumeClaim", "trainyard-runs"), ("PersistentVolumeClaim", "trainyard-hf-cache"), ("ConfigMap", "trainyard-env")} <= kinds
     assert not [d for d in docs if d["kind"] == "Secret"]  # the token is never shipped
@@ -183,7 +232,30 @@ def test_kustomize_renders_valid_manifests(target, tmp_path):
     (role,) = [d for d in docs if d["kind"] == "Role"]
     allowed = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
     needed = {("batch", "jobs", v) for v in ("create", "get", "delete")} | {("", "pods", v) for v in ("list", "get", "create", "delete")} | {("", "pods/log", "get")}
+    needed |= {("", "services", v) for v in ("create", "get", "delete")}  # multi-node Jobs' headless Service
     assert needed <= allowed
+    # Pod Security: the namespace enforces "restricted", and every pod k8s/ deploys meets it
+    (namespace,) = [d for d in docs if d["kind"] == "Namespace"]
+    assert {namespace["metadata"]["labels"][f"pod-security.kubernetes.io/{m}"] for m in ("enforce", "audit", "warn")} == {"restricted"}
+    templates = [(d["metadata"]["name"], ps) for d in docs for ps in pod_specs(d)]
+    assert templates and all(restricted_violations(ps) == [] for _, ps in templates)
+    for _, ps in templates:  # pinned images
+        for c in ps["containers"]:
+            assert re.search(r":[\w.-]+$", c["image"]) and not c["image"].endswith(":latest"), c["image"]
+    # the Trackio server: Deployment + Service + its own RWO volume, probed; Jobs find it through the ConfigMap
+    by_kind = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    deploy, svc, pvc = by_kind[("Deployment", "trackio")], by_kind[("Service", "trackio")], by_kind[("PersistentVolumeClaim", "trackio-data")]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"] and deploy["spec"]["strategy"]["type"] == "Recreate"
+    pod = deploy["spec"]["template"]["spec"]
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "trackio-data"
+    (server,) = pod["containers"]
+    assert server["readinessProbe"]["httpGet"]["path"] == "/version"
+    env = {e["name"]: e for e in server["env"]}
+    assert env["TRACKIO_WRITE_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "trackio-write-token"
+    assert svc["spec"]["selector"] == deploy["spec"]["selector"]["matchLabels"]
+    url = cm["data"]["TRACKIO_SERVER_URL"]
+    assert url == f"http://{svc['metadata']['name']}.{NS}.svc:{svc['spec']['ports'][0]['port']}"
+    assert env["GRADIO_SERVER_PORT"]["value"] == str(svc["spec"]["ports"][0]["port"])
 
 
 def test_secret_template_holds_no_token():
@@ -204,7 +276,7 @@ def test_live_cluster_smoke_run(write_yaml, tmp_path):
     """
     import time
 
-    image = os.environ.get("TRAINYARD_LIVE_IMAGE", "ghcr.io/trainyard/trainyard:latest")
+    image = os.environ.get("TRAINYARD_LIVE_IMAGE", "ghcr.io/trainyard/trainyard:0.1.0")
     text = MATRIX.replace("gpus: 1", "gpus: 0").replace('cpu: "8"', 'cpu: "2"').replace("64Gi", "4Gi")
     m = write_yaml(text.replace("  resources:", f"  image: {image}\n  resources:"))
     args = ["--matrix", str(m), "--runs-dir", str(tmp_path / "runs"), "--only", "a", "--smoke"]
@@ -216,3 +288,44 @@ def test_live_cluster_smoke_run(write_yaml, tmp_path):
         main(["status", *args])
     assert rd.state == "completed", rd.status()
     assert "train/loss" in rd.metrics()
+
+
+def test_the_trackio_server_of_k8s_serves_runs_logged_with_the_configmap_settings(tmp_path):
+    """Runs the Deployment's own command and env (port and data dir moved to tmp), logs a run
+    the way a Job does (TRACKIO_SERVER_URL + TRACKIO_WRITE_TOKEN), and reads the server's DB."""
+    import signal
+    import socket
+    import sqlite3
+    import sys
+
+    docs = list(yaml.safe_load_all((ROOT / "k8s" / "base" / "trackio.yaml").read_text()))
+    (c,) = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = "test-token-" + os.urandom(8).hex()
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    env.update(GRADIO_SERVER_PORT=str(port), TRACKIO_DIR=str(tmp_path / "server"), TRACKIO_WRITE_TOKEN=token)
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    server = subprocess.Popen([*c["command"], *c["args"]], env={**os.environ, **env, "PATH": path}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        import urllib.request
+
+        deadline = time.time() + 120
+        while True:  # what the readiness probe asks
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{c['readinessProbe']['httpGet']['path']}", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, "the Trackio server did not come up"
+                time.sleep(0.5)
+        client = "import trackio\ntrackio.init(project='k8s_demo', name='a', embed=False, auto_log_gpu=False)\nfor i in range(3):\n    trackio.log({'train/loss': 2.0 - i / 10}, step=i)\ntrackio.finish()\n"
+        job_env = {**os.environ, "TRACKIO_SERVER_URL": f"http://127.0.0.1:{port}", "TRACKIO_WRITE_TOKEN": token, "TRACKIO_DIR": str(tmp_path / "job")}
+        subprocess.run([sys.executable, "-c", client], env=job_env, check=True, capture_output=True, timeout=120)
+        with sqlite3.connect(tmp_path / "server" / "k8s_demo.db") as db:
+            assert db.execute("select count(*) from metrics").fetchone()[0] == 3
+    finally:
+        server.send_signal(signal.SIGTERM)  # bash (PID 1 in the pod) forwards it to trackio
+        log = server.communicate(timeout=60)[0]
+    assert token not in log and "write_token=<redacted>" in log

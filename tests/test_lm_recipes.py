@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from trainyard.contract import ExitCode
 from trainyard.errors import DataFormatError
 from trainyard.matrix import load_matrix
 from trainyard.run_dir import RunDir
@@ -31,8 +32,7 @@ def smoke_run(job: str, run: str, tiny: str, tmp_path: Path, **overrides):
     spec.tracking.enabled = False
     spec.train.max_steps = 2
     rundir = RunDir(tmp_path / run)
-    state = execute(spec, rundir)
-    assert state == "completed", rundir.status()
+    assert execute(spec, rundir) == ExitCode.COMPLETED, rundir.status()
     metrics = json.loads((rundir.path / "metrics.json").read_text())
     for key, value in metrics.items():
         assert isinstance(value, (int, float)) and math.isfinite(value), (key, value)
@@ -136,10 +136,16 @@ def test_eval_set_without_its_text_field_names_file_field_and_columns(tmp_path):
 
 
 def test_chat_formats_are_rejected_for_lm_recipes():
-    from trainyard.data.lm import load_eval_texts
+    """The schema refuses them (recipes/descriptors.py), before any job starts."""
+    from pydantic import ValidationError
 
-    with pytest.raises(DataFormatError, match="produces prompt_completion.*instruction_text"):
-        load_eval_texts(EvalSetSpec(name="alpaca", source="fixture:finance_alpaca", format="alpaca"))
+    from trainyard.spec import RunSpec
+
+    base = {"name": "r", "matrix": "m", "recipe": "clm", "model": {"name": "m"}, "data": {"source": "fixture:wikitext", "format": "text"}}
+    with pytest.raises(ValidationError, match="gives prompt_completion rows; recipe clm evaluates text: use one of .*instruction_text"):
+        RunSpec.model_validate({**base, "eval": {"datasets": [{"name": "alpaca", "source": "fixture:finance_alpaca", "format": "alpaca"}]}})
+    with pytest.raises(ValidationError, match="recipe clm takes text"):
+        RunSpec.model_validate({**base, "data": {"source": "fixture:finance_alpaca", "format": "alpaca"}})
 
 
 def test_lora_on_a_from_scratch_model_fails_validation(tmp_path):

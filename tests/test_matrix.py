@@ -181,7 +181,7 @@ def test_status_reports_a_vanished_local_process_as_failed(tmp_path, capsys):
     rd.set_status("running", pid=dead.pid, host=os.uname().nodename, step=3, max_steps=10)
     assert main(["status", "--matrix", "jobs/rust_sft.yaml", "--runs-dir", str(tmp_path), "--json"]) == 0
     rows = {r["run"]: r for r in json.loads(capsys.readouterr().out)}
-    assert rows["5k"]["state"] == "failed" and "is gone" in rows["5k"]["error"]
+    assert rows["5k"]["state"] == "failed" and "is gone" in rows["5k"]["reason"]
     assert rows["20k-r32"]["state"] == "not started"
 
 
@@ -193,7 +193,7 @@ def test_missing_local_files_warn_in_validate_and_block_a_local_launch(write_yam
     assert "local path" in capsys.readouterr().err
     assert main(["--matrix", str(m), "--runs-dir", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
-    assert "refusing to start" in err and "key 'data.source'" in err and "nope.jsonl" in err
+    assert "nothing was run or submitted" in err and "key 'data.source'" in err and "nope.jsonl" in err
     assert not (tmp_path / "runs").exists()
     # --smoke swaps in the bundled fixture, so the pre-flight still runs
     assert main(["--matrix", str(m), "--smoke", "--dry-run"]) == 0
@@ -210,8 +210,10 @@ def test_a_changed_spec_is_refused_and_restart_sets_the_old_run_aside(tmp_path, 
         rd.create()
         rd.spec_file.write_text(spec.to_json())
         rd.set_status(state)
-    (RunDir.for_run(tmp_path, stopped.matrix, stopped.name).checkpoints / "checkpoint-2").mkdir()
-    (RunDir.for_run(tmp_path, stopped.matrix, stopped.name).checkpoints / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    ck = RunDir.for_run(tmp_path, stopped.matrix, stopped.name).checkpoints / "checkpoint-2"
+    ck.mkdir()  # a complete checkpoint: weights (an empty safetensors) + the state the Trainer writes last
+    (ck / "adapter_model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
+    (ck / "trainer_state.json").write_text('{"global_step": 2}')
 
     def changed(spec, **train):
         return spec.model_copy(update={"train": spec.train.model_copy(update=train)})

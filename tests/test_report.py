@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import struct
 
 import pytest
@@ -48,20 +49,20 @@ def test_runs_table_params_state_metrics_and_best(report):
     runs = section(md, "Runs")
     header = [c.strip() for c in runs.splitlines()[4].strip("|").split(" | ")]
     assert header[:4] == ["run", "r", "lr", "state"]  # short labels of lora.r and train.lr
-    assert "avg eval ppl (3 sets)" in header and "train loss" in header
+    assert "avg eval ppl (3 sets)" in header and "train CE loss (nats/token)" in header
     base = md_row(runs, BASE)
     assert base[1:4] == ["8", "2e-05", "completed"]
     best = md_row(runs, BEST)
     # avg eval loss over 3 sets: (1.8 + 2.4 + 1.2) / 3 = 1.8; perplexity mean of exp()
     ppl = (math.exp(1.8) + math.exp(2.4) + math.exp(1.2)) / 3
-    assert best[header.index("avg eval loss (3 sets)")] == "**1.8000** ★"
+    assert best[header.index("avg eval CE loss (3 sets, nats/token)")] == "**1.8000** ★"
     assert best[header.index("avg eval ppl (3 sets)")] == f"**{ppl:.2f}** ★"
     assert best[header.index("tokens/s")] == "1,100"  # throughput is not ranked
     # diverged: state with the reason, inf metric as "diverged†", partial average not ranked
     div = md_row(runs, DIVERGED)
     assert div[3] == "diverged (non-finite loss at step 120)"
-    assert div[header.index("train loss")] == "diverged†"
-    assert div[header.index("avg eval loss (3 sets)")] == "2.2000 (1 of 3)"
+    assert div[header.index("train CE loss (nats/token)")] == "diverged†"
+    assert div[header.index("avg eval CE loss (3 sets, nats/token)")] == "2.2000 (1 of 3)"
     assert "∞" not in md and "inf" not in runs.replace("infinite", "")
     failed = md_row(runs, "lr1e-4_r32")
     assert failed[3] == "failed (torch.OutOfMemoryError: CUDA out of memory)"
@@ -125,7 +126,7 @@ def test_delta_vs_baseline(report):
     assert row[4] == "-0.1000 (-5.0%)"
     assert row[5] == "failed" and row[6] == "queued"
     code = md_row(delta, "eval/code/loss")
-    assert code[3] == "+0.7000 (+46.7%)"  # 2.2 vs 1.5
+    assert code[3] == "+0.7000 (+46.7%) (diverged, not ranked)"  # 2.2 vs 1.5
     tps = md_row(delta, "train/tokens_per_second")
     assert tps[2] == "+100 (+10.0%)"
     t = data["tables"]["delta_vs_baseline"]
@@ -151,7 +152,7 @@ def _png_size(path) -> tuple[int, int]:
 def test_charts_exist_and_are_real_images(report):
     rep, md, data = report
     names = sorted(p.name for p in rep.charts)
-    assert names == ["eval_loss.png", "eval_perplexity.png", "lr_schedule.png", "train_loss.png"]
+    assert names == ["eval_loss.png", "eval_perplexity.png", "heatmap_lr__r.png", "lr_schedule.png", "train_loss.png"]
     for p in rep.charts:
         w, h = _png_size(p)
         assert w >= 400 and h >= 250 and p.stat().st_size > 10_000
@@ -167,7 +168,8 @@ def test_report_json_structure(report):
     assert data["varying"] == {"lora.r": "r", "train.lr": "lr"}
     assert data["eval_sets"] == ["heldout", "wiki", "code"]
     assert data["states"] == {"completed": 3, "diverged": 1, "failed": 1, "queued": 1}
-    assert set(data["tables"]) == {"runs", "eval_loss", "eval_perplexity", "consistency", "delta_vs_baseline"}
+    assert {"runs", "pivot_lr__r", "eval_loss", "eval_perplexity", "consistency", "delta_vs_baseline", "progress"} <= set(data["tables"])
+    assert "eval_progression_lr2e-5_r8" in data["tables"] and "tatqa" not in data["tables"]
     runs = {r["name"]: r for r in data["runs"]}
     assert runs[BASE]["params"] == {"lora.r": 8, "train.lr": 2e-5}
     assert runs[BASE]["metrics"]["eval/wiki/loss"] == FINAL_LOSS[BASE]["wiki"]
@@ -196,15 +198,15 @@ def test_tatqa_judge_ifeval_sections_only_when_present(tmp_path):
     rep = build_report(matrix, root, tmp_path / "b")
     md = rep.markdown_path.read_text()
     tatqa = section(md, "TAT-QA: before → after training")
-    assert md_row(tatqa, "arithmetic EM")[1] == "7.7% → 14.8% (+7.1 pp)"
-    assert md_row(tatqa, "arithmetic EM")[2] == "7.7% → 20.0% (+12.3 pp)"
-    assert md_row(tatqa, "overall F1")[1] == "40.0%"  # no before value: after only
-    assert md_row(tatqa, "span EM")[4] == "—"  # completed run without TAT-QA
-    assert md_row(tatqa, "span EM")[5] == "failed"
+    assert md_row(tatqa, "arithmetic EM")[2] == "7.7% → 14.8% (+7.1 pp)"
+    assert md_row(tatqa, "arithmetic EM")[3] == "**7.7% → 20.0% (+12.3 pp)** ★"
+    assert md_row(tatqa, "overall F1")[2:4] == ["40.0% (tie)"] * 2  # after only (no before); exact tie: no ★
+    assert md_row(tatqa, "span EM")[5] == "—"  # completed run without TAT-QA
+    assert md_row(tatqa, "span EM")[6] == "failed"
     judge = section(md, "Judge scores")
-    assert md_row(judge, "overall")[1:3] == ["6.00", "**6.75** ★"]  # higher is better
+    assert md_row(judge, "overall")[2:4] == ["6.00", "**6.75** ★"]  # higher is better
     ife = section(md, "Instruction following")
-    assert md_row(ife, "instruction-level accuracy")[1] == "37.5%"
+    assert md_row(ife, "instruction-level accuracy")[2] == "37.5% (tie)"
     runs = section(md, "Runs")
     assert "TAT-QA EM" in runs and "judge" in runs
     tj = json.loads(rep.json_path.read_text())["tables"]["tatqa"]
@@ -287,3 +289,307 @@ def test_baseline_not_finished_gives_a_note_not_a_table(tmp_path):
     assert "## Δ vs baseline" not in md
     assert f"the baseline run `{BASE}` is diverged (non-finite loss at step 7)" in md
     assert "delta_vs_baseline" not in rep.data["tables"] and rep.data["notes"]
+
+
+# ----------------------------------------------------------------------------- seed groups and grid
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory):
+    from report_fixtures import build_seed_runs
+
+    tmp = tmp_path_factory.mktemp("seeds")
+    matrix, root = build_seed_runs(tmp)
+    rep = build_report(matrix, root, tmp / "out")
+    return rep, rep.markdown_path.read_text(), json.loads(rep.json_path.read_text())
+
+
+def test_seed_groups_mean_std_n(seeds):
+    from report_fixtures import SEED_LOSS
+
+    _, md, data = seeds
+    groups = section(md, "Seed groups")
+    header = [c.strip() for c in groups.splitlines()[4].strip("|").split(" | ")]
+    assert header[:4] == ["seed group", "r", "lr", "state"]  # the seed is aggregated, not a column
+    col = header.index("heldout CE loss (nats/token)")
+    assert md_row(groups, "r=8, lr=2e-05")[col] == "2.0100 ± 0.0141 (n=2)"
+    assert md_row(groups, "r=16, lr=0.0001")[col] == "**1.7300 ± 0.0424 (n=2)** ★"
+    assert md_row(groups, "r=16, lr=0.0001")[3] == "2 completed"
+    cell = next(r for r in data["tables"]["runs"]["rows"] if r["run"] == "r=16, lr=0.0001")["eval/heldout/loss"]
+    assert cell["n"] == 2 and cell["mean"] == pytest.approx(1.73)
+    assert cell["std"] == pytest.approx(statistics.stdev(SEED_LOSS[(1e-4, 16)]))
+    assert data["seed_keys"] == ["train.seed"]
+    assert [g["runs"] for g in data["groups"]][0] == ["lr2e-5_r8_s1", "lr2e-5_r8_s2"]
+    # the individual runs are in the appendix, with the seed as a column
+    appendix = md[md.index("## Appendix: individual runs"):]
+    assert md_row(appendix, "lr1e-4_r16_s1")[1:4] == ["16", "0.0001", "1"]
+    assert md_row(appendix, "lr1e-4_r16_s2")[header.index("heldout CE loss (nats/token)") + 1] == "1.7600"
+
+
+def test_pivot_table_and_heatmap_over_the_two_keys(seeds):
+    rep, md, data = seeds
+    pivot = section(md, "heldout eval CE loss (nats/token): r × lr")
+    assert "| r \\ lr | 2e-05 | 0.0001 |" in pivot
+    assert md_row(pivot, "8")[1:] == ["2.0100 ± 0.0141 (n=2)", "1.8200 ± 0.0283 (n=2)"]
+    assert md_row(pivot, "16")[1:] == ["2.0200 ± 0.0424 (n=2)", "**1.7300 ± 0.0424 (n=2)** ★"]
+    t = data["tables"]["pivot_r__lr"]
+    assert [r["row"] for r in t["rows"]] == [8, 16]
+    assert t["rows"][1]["c1"]["values"] == [1.70, 1.76] and t["best"] == {"c1": ["16"]}
+    assert data["factors"] == [{"label": "r", "keys": ["lora.r"]}, {"label": "lr", "keys": ["train.lr"]}]
+    heat = next(p for p in rep.charts if p.name == "heatmap_r__lr.png")
+    w, h = _png_size(heat)
+    assert w >= 400 and h >= 250 and f"]({heat.name})" in md
+
+
+def test_delta_says_within_one_std(seeds):
+    _, md, data = seeds
+    delta = section(md, "Δ vs baseline (r=8, lr=2e-05)")
+    row = md_row(delta, "eval/heldout/loss")
+    assert row[1] == "2.0100 ± 0.0141 (n=2)"
+    # +0.01 vs the larger std 0.0424: noise; -0.28 vs 0.0424: real
+    assert row[2] == "+0.0100 (+0.5%), within 1 std"
+    assert row[4] == "-0.2800 (-13.9%), > 1 std"
+    cell = next(r for r in data["tables"]["delta_vs_baseline"]["rows"] if r["metric"] == "eval/heldout/loss")["r=16, lr=2e-05"]
+    assert cell["within_std"] is True and cell["std"] == pytest.approx(statistics.stdev([1.99, 2.05]))
+    findings = section(md, "Findings")
+    assert "best **r=16, lr=0.0001** at 1.7300 ± 0.0424 (n=2), -0.2800 (-13.9%), > 1 std vs the baseline r=8, lr=2e-05" in findings
+
+
+def test_progress_table_numbers(seeds):
+    _, md, data = seeds
+    prog = section(md, "Per-run progress")
+    # evals at 25/50/75/100, the lowest at 75; gap = final eval - last train loss = 0.3;
+    # 100 steps in 90 s of training = 4,000 steps / hour; 2 epochs; 120 s wall
+    assert md_row(prog, "lr2e-5_r8_s1")[1:] == ["100 / 100", "75 / 100", "+0.3000", "2.00", "2.0 min", "90.0 s", "4,000", "51,200"]
+    summary = next(r for r in data["runs"] if r["name"] == "lr1e-4_r16_s1")["progress_summary"]
+    assert summary["best_step"] == 75 and summary["best_loss"] == pytest.approx(1.65)
+    assert summary["gap"] == pytest.approx(0.3) and summary["steps_per_hour"] == pytest.approx(4000)
+    # eval progression (collapsed): improvement of perplexity vs the first eval
+    assert "<details><summary>lr2e-5_r8_s1 (4 evaluations)</summary>" in md
+    t = data["tables"]["eval_progression_lr2e-5_r8_s1"]
+    assert [r["step"] for r in t["rows"]] == [25, 50, 75, 100]
+    assert t["text"][2]["improvement"] == f"{(math.exp(-0.3) - 1) * 100:+.1f}%" == "-25.9%"
+    assert t["rows"][3]["heldout/loss"] == pytest.approx(2.0)
+
+
+# ----------------------------------------------------------------------------- DPO study
+
+
+@pytest.fixture(scope="module")
+def dpo(tmp_path_factory):
+    from report_fixtures import build_dpo_runs
+
+    tmp = tmp_path_factory.mktemp("dpo")
+    matrix, root = build_dpo_runs(tmp)
+    rep = build_report(matrix, root, tmp / "out")
+    return rep, rep.markdown_path.read_text(), json.loads(rep.json_path.read_text())
+
+
+def test_dpo_tatqa_with_n_and_ties(dpo):
+    _, md, data = dpo
+    tatqa = section(md, "TAT-QA: before → after training")
+    assert md_row(tatqa, "overall EM")[1:5] == ["85", "10.0% → 20.0% (+10.0 pp)", "10.0% → 25.0% (+15.0 pp) (tie)",
+                                                "10.0% → 25.0% (+15.0 pp) (tie)"]
+    assert md_row(tatqa, "arithmetic EM")[1] == "40" and md_row(tatqa, "count EM")[1] == "5"
+    assert md_row(tatqa, "multi-span F1")[1] == "10"
+    assert "** ★" not in tatqa  # the best TAT-QA value is an exact tie
+    assert md_row(tatqa, "overall EM")[5] == "10.0% → diverged"
+    t = data["tables"]["tatqa"]
+    assert t["ties"]["beta0.05"][0] == "tatqa/exact_match" and not t["best"]
+    findings = section(md, "Findings")
+    assert "TAT-QA exact match: tie between **beta0.05**, **beta0.02** at 25.0% (no single best)." in findings
+
+
+def test_dpo_judge_ifeval_before_after(dpo):
+    _, md, _ = dpo
+    judge = section(md, "Judge scores")
+    assert md_row(judge, "overall")[1:5] == ["80", "5.50 → 6.00 (+0.50)", "5.50 → 6.50 (+1.00)", "**5.50 → 7.00 (+1.50)** ★"]
+    ife = section(md, "Instruction following")
+    assert md_row(ife, "prompt-level accuracy")[1:5] == ["541", "40.0% → 50.0% (+10.0 pp)", "**40.0% → 60.0% (+20.0 pp)** ★",
+                                                         "40.0% → 55.0% (+15.0 pp)"]
+    assert md_row(ife, "instruction-level accuracy")[1] == "834"
+    findings = section(md, "Findings")
+    assert "judge score (1–10): best **beta0.02** at 7.00, +1.00 (+16.7%) vs the baseline beta0.1 (6.00)." in findings
+
+
+def test_dpo_rewards_start_end_and_chart(dpo):
+    rep, md, data = dpo
+    rewards = section(md, "DPO rewards: start → end")
+    assert md_row(rewards, "beta0.05")[1:4] == ["0.0% → 87.5% (steps 10 → 40)", "0.0000 → 0.3000 (steps 10 → 40)",
+                                                "60.0% → 80.0% (steps 20 → 40)"]
+    assert "policy equals the reference" in rewards  # the 0 % first log is explained, not reported as a start
+    assert md_row(rewards, "beta0.5")[1] == "0.0% → 90.0% (steps 10 → 30)"
+    prog = data["tables"]["eval_progression_beta0.1"]
+    assert [r["reward_acc"] for r in prog["rows"]] == [0.55, 0.70]
+    chart = next(p for p in rep.charts if p.name == "dpo_rewards.png")
+    assert _png_size(chart)[0] >= 800 and "](dpo_rewards.png)" in md
+    # one varied key (β): the primary metric against it, a line chart
+    assert "metric_vs_parameter.png" in {p.name for p in rep.charts}
+    assert data["charts"]["metric_vs_parameter"]["title"] == "TAT-QA exact match against each varied parameter"
+
+
+def test_dpo_diverged_never_ranked_and_loss_unit(dpo):
+    _, md, data = dpo
+    runs = section(md, "Runs")
+    header = [c.strip() for c in runs.splitlines()[4].strip("|").split(" | ")]
+    loss_col = "heldout DPO loss (sigmoid, per preference pair)"
+    assert loss_col in header and "nats" not in runs.split("\n\n")[2]
+    div = md_row(runs, "beta0.5")
+    # the diverged run has the lowest DPO loss and the highest reward accuracy, yet no ★
+    assert div[header.index(loss_col)] == "0.0100"
+    assert div[header.index("heldout reward accuracy")] == "99.0%"
+    assert md_row(runs, "beta0.05")[header.index("heldout reward accuracy")] == "**80.0%** ★"
+    assert "beta0.5" not in json.dumps(data["tables"]["runs"]["best"])
+    # β differs: the DPO loss is shown but not ranked
+    assert "DPO loss is not ranked" in runs and "★" not in md_row(runs, "beta0.1")[header.index(loss_col)]
+    findings = section(md, "Findings")
+    assert "**beta0.5** diverged: non-finite grad_norm (nan) at step 30 — not ranked." in findings
+    assert "eval loss" not in findings
+
+
+# ----------------------------------------------------------------------------- mixed loss
+
+
+def test_mixed_loss_ranks_ce_and_shows_the_objective_apart(tmp_path):
+    from report_fixtures import build_mixed_runs
+
+    matrix, root = build_mixed_runs(tmp_path)
+    rep = build_report(matrix, root, tmp_path / "out")
+    md = rep.markdown_path.read_text()
+    runs = section(md, "Runs")
+    header = [c.strip() for c in runs.splitlines()[4].strip("|").split(" | ")]
+    # CE: ce 2.9 < a0.5 3.0, though a0.5's objective (1.6) is lower: CE is what is ranked
+    assert md_row(runs, "ce")[header.index("heldout CE loss (nats/token)")] == "**2.9000** ★"
+    assert md_row(runs, "ce")[header.index("train CE (nats/token)")] == "**2.9500** ★"
+    assert md_row(runs, "a0.5")[header.index("train objective")] == "1.7000"  # shown, never ★
+    parts = section(md, "Mixed-loss objective, by part (not ranked)")
+    assert md_row(parts, "heldout: objective (1−α)·CE + α·cos")[1:] == ["2.9000", "1.6000"]
+    assert "** ★" not in parts
+    # the eval-loss curve is CE (eval_ce_loss), not the objective logged as eval_loss
+    notes = rep.data["charts"]["train_loss"]["notes"]
+    assert any("CE part" in n for n in notes)
+    prog = rep.data["tables"]["eval_progression_ce"]
+    assert [r["heldout/loss"] for r in prog["rows"]] == [pytest.approx(3.3), pytest.approx(2.9)]
+
+
+# ----------------------------------------------------------------------------- stale runs, ties, long Δ, schedule
+
+
+def test_edited_yaml_marks_the_run_stale_with_its_trained_values(tmp_path):
+    matrix, root = build_runs(tmp_path)
+    # after training, the YAML is edited: the best run's lr and its LoRA alpha change; a longer
+    # timeout (execution only) on another run does not make that run stale
+    text = matrix.path.read_text()
+    text = text.replace("{name: lr1e-4_r8, train.lr: 1.0e-4, lora.r: 8}", "{name: lr1e-4_r8, train.lr: 5.0e-4, lora.r: 8, lora.alpha: 64}")
+    text = text.replace("{name: lr2e-5_r32, train.lr: 2.0e-5, lora.r: 32}", "{name: lr2e-5_r32, train.lr: 2.0e-5, lora.r: 32, resources.timeout: 9h}")
+    matrix.path.write_text(text)
+    edited = load_matrix(matrix.path)
+    rep = build_report(edited, root, tmp_path / "out")
+    md, data = rep.markdown_path.read_text(), rep.data
+    runs = section(md, "Runs")
+    header = [c.strip() for c in runs.splitlines()[4].strip("|").split(" | ")]
+    row = md_row(runs, BEST)
+    # the trained values, not the YAML's
+    assert row[header.index("lr")] == "0.0001" and row[header.index("alpha")] == "32"
+    assert row[header.index("state")] == "completed (stale: lora.alpha: 32 → 64; train.lr: 0.0001 → 0.0005)"
+    avg = header.index("avg eval CE loss (3 sets, nats/token)")
+    assert row[avg] == "1.8000"  # best value, but stale: never ★
+    assert md_row(runs, "lr2e-5_r32")[avg] == "**1.9667** ★"  # the best of the comparable runs
+    assert md_row(runs, "lr2e-5_r32")[header.index("state")] == "completed"  # timeout only: not stale
+    stale = section(md, "Stale runs")
+    assert f"**{BEST}**: `lora.alpha`: 32 → 64; `train.lr`: 0.0001 → 0.0005" in stale
+    entry = next(r for r in data["runs"] if r["name"] == BEST)
+    assert entry["stale"] and not entry["rankable"] and entry["params"]["train.lr"] == 1e-4
+    assert entry["changes"] == [{"key": "lora.alpha", "trained": 32, "yaml": 64}, {"key": "train.lr", "trained": 1e-4, "yaml": 5e-4}]
+    assert f"**{BEST}** is stale: lora.alpha: 32 → 64" in section(md, "Findings")
+    # the stale run is not part of the pivot's ranking either
+    assert "★" not in md_row(section(md, "avg eval CE loss (3 sets, nats/token): lr × r"), "0.0001")[1]
+
+
+def test_unreadable_spec_json_is_stale_not_ranked(tmp_path):
+    matrix, root = build_runs(tmp_path)
+    RunDir.for_run(root, "demo", BEST).spec_file.write_text('{"recipe": "sft", "not_a_key": 1}')
+    rep = build_report(matrix, root, tmp_path / "out")
+    entry = next(r for r in rep.data["runs"] if r["name"] == BEST)
+    assert entry["stale"] and "spec.json does not validate" in entry["spec_problem"]
+    assert rep.data["tables"]["runs"]["best"]["avg/loss"] == ["lr2e-5_r32"]
+
+
+def test_exact_ties_get_no_star(tmp_path):
+    matrix, root = build_runs(tmp_path)
+    same = RunDir.for_run(root, "demo", BEST).metrics()
+    for name in (BASE, "lr2e-5_r32"):
+        RunDir.for_run(root, "demo", name).write_metrics(same)
+    rep = build_report(matrix, root, tmp_path / "out")
+    md = rep.markdown_path.read_text()
+    runs = section(md, "Runs")
+    assert "** ★" not in runs
+    header = [c.strip() for c in runs.splitlines()[4].strip("|").split(" | ")]
+    for name in (BASE, BEST, "lr2e-5_r32"):
+        assert md_row(runs, name)[header.index("avg eval CE loss (3 sets, nats/token)")] == "1.8000 (tie)"
+    assert rep.data["tables"]["runs"]["ties"]["avg/loss"] == [BASE, BEST, "lr2e-5_r32"]
+    assert "all 3 ranked runs tie at 1.8000" in section(md, "Findings")
+    assert "(tie) = two or more runs share the best value exactly" in runs
+
+
+def test_long_delta_table_is_summarized(tmp_path):
+    matrix, root = build_runs(tmp_path)
+    extra = [f"set{i}" for i in range(6)]  # 9 eval sets x 3 measures: a 30-row Δ table
+    for name, shift in ((BASE, 0.0), (BEST, -0.1), ("lr2e-5_r32", 0.05)):
+        rd = RunDir.for_run(root, "demo", name)
+        m = rd.metrics()
+        for i, s in enumerate(extra):
+            loss = 2.0 + 0.1 * i + shift * (i + 1)
+            m.update({f"eval/{s}/loss": loss, f"eval/{s}/perplexity": math.exp(loss), f"eval/{s}/bits_per_byte": loss / 2})
+        rd.write_metrics(m)
+    rep = build_report(matrix, root, tmp_path / "out")
+    md = rep.markdown_path.read_text()
+    summary = section(md, f"Δ vs baseline ({BASE}), summary")
+    full = rep.data["tables"]["delta_vs_baseline"]
+    assert len(full["rows"]) > 12 and "<details><summary>Full Δ vs baseline table" in md
+    cell = next(r for r in rep.data["tables"]["delta_summary"]["rows"] if r["metric"] == "loss")[BEST]
+    pcts = {r["metric"].split("/")[1]: r[BEST]["delta_pct"] for r in full["rows"] if r["metric"].startswith("eval/") and r["metric"].endswith("/loss")}
+    assert len(pcts) == 9 and cell["sets"] == 9
+    assert cell["mean_delta_pct"] == pytest.approx(sum(pcts.values()) / 9)
+    assert cell["best_set"] == min(pcts, key=pcts.get) == "set5" and cell["worst_set"] == max(pcts, key=pcts.get) == "wiki"
+    assert md_row(summary, "eval loss (9 sets)")[2].startswith(f"{cell['mean_delta_pct']:+.1f}%; best set5 -24.0%, worst wiki -4.0%")
+
+
+def test_lr_schedule_keeps_the_zero_warmup_on_a_symlog_axis(tmp_path):
+    matrix, root = build_runs(tmp_path)
+    for name, peak in ((BASE, 1e-6), (BEST, 1e-3)):
+        rd = RunDir.for_run(root, "demo", name)
+        rd.write_history([{"step": s, "loss": 2.0, "learning_rate": peak * min(1.0, (s - 1) / 2)} for s in range(1, 6)])
+    rep = build_report(matrix, root, tmp_path / "out")
+    notes = rep.data["charts"]["lr_schedule"]["notes"]
+    assert any("warm-up from 0 stays visible" in n for n in notes)
+
+
+def test_smoke_specs_compare_without_machine_paths(tmp_path):
+    from report_fixtures import build_dpo_runs
+    from trainyard.report_inputs import spec_changes
+    from trainyard.smoke import smoke_spec
+
+    matrix, _ = build_dpo_runs(tmp_path)
+    here = smoke_spec(matrix.run("beta0.1"), "/this/machine/tiny-model")
+    d = here.model_dump(mode="json")
+    d["model"]["name"] = "/other/machine/tiny-model"
+    d["eval"]["ifeval"]["prompts"] = "/other/checkout/src/trainyard/fixtures/eval/ifeval.jsonl"
+    elsewhere = type(here).model_validate(d)
+    assert spec_changes(elsewhere, here) == []  # the same smoke run, trained in another checkout
+    d["dpo"]["beta"] = 0.3
+    assert spec_changes(type(here).model_validate(d), here) == [("dpo.beta", 0.3, 0.1)]
+
+
+def test_seed_key_varying_with_no_repeats_stays_a_column(tmp_path):
+    matrix, root = build_runs(tmp_path)
+    text = matrix.path.read_text().replace("{name: lr2e-5_r32, train.lr: 2.0e-5, lora.r: 32}", "{name: lr2e-5_r32, train.lr: 2.0e-5, lora.r: 32, train.seed: 7}")
+    matrix.path.write_text(text)
+    edited = load_matrix(matrix.path)
+    spec = RunDir.for_run(root, "demo", "lr2e-5_r32").spec_file
+    spec.write_text(edited.run("lr2e-5_r32").to_json())  # trained with seed 7
+    md = build_report(edited, root, tmp_path / "out").markdown_path.read_text()
+    runs = section(md, "Runs")
+    header = [c.strip() for c in runs.splitlines()[4].strip("|").split(" | ")]
+    assert header[:5] == ["run", "r", "lr", "train.seed", "state"]
+    assert md_row(runs, "lr2e-5_r32")[3] == "7" and md_row(runs, BASE)[3] == "42"

@@ -51,6 +51,7 @@ class ExitCode(enum.IntEnum):
     FAILED = 1  # unexpected: the traceback is in logs/run.log; a retry may help
     BAD_INPUT = 2  # the spec or the data is wrong: a retry cannot fix it
     DIVERGED = 3  # training went non-finite or spiked: a retry would diverge again
+    LOCKED = 75  # another process trains this run directory; nothing was written (EX_TEMPFAIL)
     CANCELED = 130  # SIGTERM/SIGINT after a checkpoint: resumable
 
     @classmethod
@@ -62,7 +63,8 @@ class ExitCode(enum.IntEnum):
         }.get(state, cls.FAILED)
 
 
-# Exit codes a retry cannot fix (k8s podFailurePolicy FailJob, HF Jobs attempts).
+# Exit codes a retry cannot fix (k8s podFailurePolicy FailJob, HF Jobs attempts). LOCKED is
+# retryable: the other trainer (e.g. a pod still terminating) lets go, and a retry resumes.
 NO_RETRY_EXIT_CODES = (ExitCode.BAD_INPUT, ExitCode.DIVERGED, ExitCode.CANCELED)
 
 
@@ -77,11 +79,13 @@ class Status(BaseModel):
     finished_at: float | None = None
     # the one field that says why a run is failed / diverged / canceled (never `error`)
     reason: str | None = None
+    divergence: dict[str, Any] | None = None  # diverged runs: {step, metric, value} that tripped the guard
     step: int | None = None
     max_steps: int | None = None
     loss: float | str | None = None
-    pid: int | None = None
+    pid: int | None = None  # the trainer's process (with `host`)
     host: str | None = None
+    launcher_pid: int | None = None  # the local launcher that queued the run
     resumed_from: str | None = None
     warnings: list[str] = []
     note: str | None = None
@@ -89,6 +93,10 @@ class Status(BaseModel):
     backend: str | None = None
     submitted_at: float | None = None
     pushed_to: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object written to status.json (unset fields left out)."""
+        return self.model_dump(mode="json", exclude_none=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Status:
@@ -114,6 +122,14 @@ TRAIN_RUNTIME = "train/runtime_s"  # training time summed over every segment
 WALL_TIME = "run/wall_time_s"  # entrypoint wall time summed over every segment
 SEGMENTS = "run/segments"  # how many processes trained this run (1 + resumes)
 PADDING_FRACTION = "train/padding_fraction"
+# End-of-run values in Trackio (whole-run train metrics, the final exact evaluation): logged
+# once under summary/<name>, never as one more point of the <name> curve.
+SUMMARY_PREFIX = "summary/"
+
+
+def summary_metric(name: str) -> str:
+    """'summary/<name>', e.g. summary_metric('eval/heldout/loss') -> 'summary/eval/heldout/loss'."""
+    return f"{SUMMARY_PREFIX}{name}"
 
 
 def eval_metric(eval_set: str, measure: str) -> str:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from trainyard.checkpoints import CHECKPOINT_COMPLETE
 from trainyard.run_dir import RunDir, write_json_atomic
 
 if TYPE_CHECKING:
@@ -26,14 +27,25 @@ def push_to_hub(rundir: RunDir, repo_id: str, private: bool, smoke: bool) -> str
             shutil.rmtree(target)
         shutil.copytree(rundir.final, target)
         shutil.copy(rundir.card_file, target / "README.md")
+        _copy_card_images(rundir, target)
         return str(target)
     from huggingface_hub import HfApi
 
     api = HfApi()  # token from HF_TOKEN / the login cache, never from the spec
     api.create_repo(repo_id, private=private, exist_ok=True)
     shutil.copy(rundir.card_file, rundir.final / "README.md")
+    _copy_card_images(rundir, rundir.final)
     api.upload_folder(repo_id=repo_id, folder_path=str(rundir.final), commit_message=f"trainyard run {rundir.path.name}")
     return f"https://huggingface.co/{repo_id}"
+
+
+CARD_IMAGES = ("loss_curve.png",)  # model_card.LOSS_CURVE: the card links it relative to itself
+
+
+def _copy_card_images(rundir: RunDir, target: Path) -> None:
+    for name in CARD_IMAGES:
+        if (rundir.path / name).is_file():
+            shutil.copy(rundir.path / name, target / name)
 
 
 def resolve_repo_id(template: str, matrix: str, run: str) -> str:
@@ -57,12 +69,11 @@ def resolve_repo_id(template: str, matrix: str, run: str) -> str:
 # download checkpoints.
 
 ARTIFACTS_REPO_ENV = "TRAINYARD_ARTIFACTS_REPO"  # set by remote backends; unset = local run
-ARTIFACT_FILES = ("spec.json", "status.json", "metrics.json", "history.json", "README.md")
+ARTIFACT_FILES = ("spec.json", "status.json", "metrics.json", "history.json", "README.md", "loss_curve.png")
 ARTIFACT_DIRS = ("logs",)  # checkpoints/ travel separately (upload_checkpoint), never in a progress upload
 CHECKPOINT_SPEC = "trainyard_spec.json"  # the spec that wrote an uploaded checkpoint, stored inside it
-CHECKPOINT_COMPLETE = "trainer_state.json"  # the Trainer writes it last into a checkpoint folder
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-LOCAL_STATUS_KEYS = ("job", "backend", "submitted_at")  # written by the submitting machine only
+LOCAL_STATUS_KEYS = ("job", "backend", "submitted_at", "tracking_url")  # written by the submitting machine only
 
 
 def artifacts_prefix(matrix: str, run: str) -> str:

@@ -7,17 +7,29 @@ from typing import Any
 
 TRAIN_KEYS = {
     "loss": "train/loss",
-    "train_loss": "train/loss",
     "learning_rate": "train/learning_rate",
     "grad_norm": "train/grad_norm",
     "epoch": "train/epoch",
-    "train_runtime": "train/runtime_s",
-    "train_samples_per_second": "train/samples_per_second",
-    "train_steps_per_second": "train/steps_per_second",
     "num_tokens": "train/num_tokens",
     "mean_token_accuracy": "train/mean_token_accuracy",
     "entropy": "train/entropy",
 }
+
+
+# Values of one train() call only, i.e. of the last segment after a resume: the end-of-train()
+# log (average loss, runtime, speeds) and the running runtime / tokens-per-second that
+# include_num_input_tokens_seen adds to every log. Neither curve points nor whole-run
+# metrics: recipes.common computes those over every segment (train/mean_loss, ...).
+TRAINER_SUMMARY_KEYS = frozenset({
+    "train_loss", "train_runtime", "train_samples_per_second", "train_steps_per_second",
+    "train_tokens_per_second", "total_flos",
+})
+_END_OF_TRAIN_KEYS = ("train_loss", "train_samples_per_second", "train_steps_per_second")
+
+
+def is_trainer_summary(logs: dict[str, Any]) -> bool:
+    """The log Trainer.train() writes once at its end (not a step's log)."""
+    return any(k in logs for k in _END_OF_TRAIN_KEYS)
 
 
 # Trainer metric groups that already contain a '/' (TRL DPO: rewards/accuracies, rewards/margins,
@@ -47,6 +59,8 @@ def canonical(key: str, eval_names: list[str], default_eval: str) -> str:
 def canonical_dict(logs: dict[str, Any], eval_names: list[str], default_eval: str) -> dict[str, float]:
     out = {}
     for k, v in logs.items():
+        if k in TRAINER_SUMMARY_KEYS:
+            continue
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             out[canonical(k, eval_names, default_eval)] = float(v)
     return out

@@ -15,13 +15,13 @@ from pathlib import Path
 
 from trainyard.backends import get_backend
 from trainyard.backends.base import Backend, JobRef
+from trainyard.contract import ACTIVE_STATES, DONE_STATES, RunState
 from trainyard.errors import BackendError
 from trainyard.hub_storage import artifacts_prefix, merge_run_files, sync_run
 from trainyard.run_dir import FINAL_STATES, RunDir
 from trainyard.spec import RunSpec
 
-DONE_STATES = ("completed", "diverged")  # final results: re-submitting keeps them
-ACTIVE_STATES = ("queued", "running")
+# DONE_STATES: final results, re-submitting keeps them; ACTIVE_STATES: a job may still run.
 
 
 def job_of(rundir: RunDir) -> JobRef | None:
@@ -63,38 +63,83 @@ def validate_all(specs: list[RunSpec], backend: Backend) -> list[str]:
     return problems
 
 
-def submit_runs(specs: list[RunSpec], backend: Backend, runs_root: Path, backends: BackendCache | None = None) -> list[Submission]:
-    """Submit each run unless it already finished, or its job is still queued/running."""
+def submit_runs(
+    specs: list[RunSpec],
+    backend: Backend,
+    runs_root: Path,
+    backends: BackendCache | None = None,
+    parallel: int | None = None,
+    poll_s: float = 30.0,
+    on_submit=None,
+) -> list[Submission]:
+    """Submit each run unless it already finished, or its job is still queued/running.
+
+    With `parallel` N, at most N jobs of these runs are queued or running at once (jobs
+    still active from an earlier launch count): the rest are submitted as earlier ones end,
+    polling their state every `poll_s` seconds; it returns once the last one is submitted.
+    `on_submit(submission)` is called as each one is decided (the CLI prints progress).
+    """
     backends = backends or BackendCache(backend)
-    out = []
+    out: list[Submission] = []
+    waiting: list[tuple[RunSpec, RunDir]] = []
+    active: list[JobRef] = []
+
+    def record(sub: Submission) -> None:
+        out.append(sub)
+        if on_submit is not None:
+            on_submit(sub)
+
     for spec in specs:
         rundir = RunDir.for_run(runs_root, spec.matrix, spec.name)
         state = rundir.state
         if state in DONE_STATES and rundir.spec_file.is_file() and RunSpec.from_json(rundir.spec_file.read_text()).training_fingerprint() == spec.training_fingerprint():
-            out.append(Submission(spec, rundir, "skipped", f"already {state}"))
+            record(Submission(spec, rundir, "skipped", f"already {state}"))
             continue
         job = job_of(rundir)
         if job is not None and state in ACTIVE_STATES:
             try:
                 remote_state, _ = backends(job.backend).state(job)
             except Exception as err:  # unknown is not "gone": never start a second copy blindly
-                out.append(Submission(spec, rundir, "failed", f"cannot check its job {job.id} ({err}); retry, or cancel it first", job))
+                record(Submission(spec, rundir, "failed", f"cannot check its job {job.id} ({err}); retry, or cancel it first", job))
                 continue
             if remote_state in ACTIVE_STATES:
-                out.append(Submission(spec, rundir, "skipped", f"still {remote_state} as {job.backend} job {job.id}", job))
+                record(Submission(spec, rundir, "skipped", f"still {remote_state} as {job.backend} job {job.id}", job))
+                active.append(job)
                 continue
-        try:
-            ref = backend.submit(spec)
-        except (BackendError, ValueError) as err:
-            out.append(Submission(spec, rundir, "failed", str(err)))
+        waiting.append((spec, rundir))
+
+    while waiting:
+        if parallel is not None and len(active) >= parallel:
+            time.sleep(poll_s)
+            active = [job for job in active if _still_active(job, backends)]
             continue
-        rundir.path.mkdir(parents=True, exist_ok=True)
-        rundir.spec_file.write_text(spec.to_json())
-        if rundir.status_file.exists():  # a new attempt: nothing of the last one's status carries over
-            rundir.status_file.unlink()
-        rundir.set_status("queued", job=dataclasses.asdict(ref), backend=backend.name, submitted_at=time.time())
-        out.append(Submission(spec, rundir, "submitted", ref.url or ref.id, ref))
+        spec, rundir = waiting.pop(0)
+        sub = _submit_one(spec, rundir, backend)
+        if sub.job is not None:
+            active.append(sub.job)
+        record(sub)
     return out
+
+
+def _still_active(job: JobRef, backends: BackendCache) -> bool:
+    try:
+        return backends(job.backend).state(job)[0] in ACTIVE_STATES
+    except Exception:  # cannot tell: keep its slot (never exceed the cap on a network blip)
+        return True
+
+
+def _submit_one(spec: RunSpec, rundir: RunDir, backend: Backend) -> Submission:
+    try:
+        ref = backend.submit(spec)
+    except (BackendError, ValueError) as err:
+        return Submission(spec, rundir, "failed", str(err))
+    rundir.path.mkdir(parents=True, exist_ok=True)
+    rundir.write_spec(spec.to_json())
+    if rundir.status_file.exists():  # a new attempt: nothing of the last one's status carries over
+        rundir.status_file.unlink()
+    tracking = (ref.extra or {}).get("tracking_url")
+    rundir.set_status(RunState.QUEUED, job=dataclasses.asdict(ref), backend=backend.name, submitted_at=time.time(), **({"tracking_url": tracking} if tracking else {}))
+    return Submission(spec, rundir, "submitted", ref.url or ref.id, ref)
 
 
 def refresh(rundir: RunDir, backends: BackendCache) -> str | None:
@@ -130,15 +175,15 @@ def refresh(rundir: RunDir, backends: BackendCache) -> str | None:
     if remote_state in FINAL_STATES:
         if state not in FINAL_STATES:
             where = f"{job.backend} job {job.id}"
-            if remote_state == "completed":
-                rundir.set_status("completed", reason=f"{where} completed but the run's files did not come back" + (f" from {repo}" if repo else ""))
-            elif remote_state == "canceled":
-                rundir.set_status("canceled", reason=f"{where} canceled" + (f": {detail}" if detail else ""))
+            if remote_state == RunState.COMPLETED:
+                rundir.set_status(RunState.COMPLETED, reason=f"{where} completed but the run's files did not come back" + (f" from {repo}" if repo else ""))
+            elif remote_state == RunState.CANCELED:
+                rundir.set_status(RunState.CANCELED, reason=f"{where} canceled" + (f": {detail}" if detail else ""))
             else:
-                rundir.set_status("failed", error=f"{where} ended as {remote_state} while the run was {state or 'starting'}" + (f": {detail}" if detail else ""))
+                rundir.set_status(RunState.FAILED, reason=f"{where} ended as {remote_state} while the run was {state or 'starting'}" + (f": {detail}" if detail else ""))
         rundir.update_progress(synced="final")  # nothing changes any more: stop asking
-    elif remote_state == "running" and state in (None, "queued"):
-        rundir.set_status("running")
+    elif remote_state == RunState.RUNNING and state in (None, RunState.QUEUED):
+        rundir.set_status(RunState.RUNNING)
     return warning
 
 

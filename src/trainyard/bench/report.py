@@ -99,7 +99,7 @@ NOTES = [
     "- trainyard's SFT loop *is* TRL's `SFTTrainer` loop: with the same batches (length-grouped, same",
     "  seed) the losses agree to ~1e-6, so against TRL + group_by_length the training ratio is ~1.0 by",
     "  construction and its spread is this machine's noise. What trainyard adds is the defaults (no",
-    "  gradient checkpointing, length grouping, fused AdamW, no duplicate last checkpoint) and per-run",
+    "  gradient checkpointing, length grouping, fused AdamW) and per-run",
     "  work (spec, run dir, Trackio, model card, final/), measured as the overhead row.",
     "- Packing on CPU: `train.packing` keeps examples apart (one row per packed sequence, positions",
     "  reset, block-diagonal mask built by transformers from the position ids). It removes most padding",

@@ -149,5 +149,6 @@ def evaluate_ifeval_generation(model: Any, tokenizer: Any, prompts: Sequence[Ife
 
 
 def ifeval_metrics(result: Mapping[str, Any], prefix: str = "ifeval") -> dict[str, float]:
-    keys = ("instruction_accuracy", "prompt_accuracy", "instruction_accuracy_loose", "prompt_accuracy_loose")
+    # prompts / instructions: the n a report shows next to the accuracies
+    keys = ("instruction_accuracy", "prompt_accuracy", "instruction_accuracy_loose", "prompt_accuracy_loose", "prompts", "instructions")
     return {f"{prefix}/{k}": float(result[k]) for k in keys}

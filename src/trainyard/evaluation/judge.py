@@ -272,5 +272,7 @@ def evaluate_mt_bench(model: Any, tokenizer: Any, questions: Sequence[Question],
 
 
 def judge_metrics(result: Mapping[str, Any], prefix: str = "judge") -> dict[str, float]:
+    # questions: the n a report shows next to the scores
     return {f"{prefix}/turn1": float(result["turn1"]), f"{prefix}/turn2": float(result["turn2"]),
-            f"{prefix}/overall": float(result["overall"]), f"{prefix}/missing": float(result["missing"])}
+            f"{prefix}/overall": float(result["overall"]), f"{prefix}/missing": float(result["missing"]),
+            f"{prefix}/questions": float(result["count"])}

@@ -77,3 +77,17 @@ def token_weighted_loss(trainer, dataset, batch_size: int | None = None) -> Toke
             result.correct += hits
             result.nonfinite_tokens += int((~torch.isfinite(nll)).sum())
     return result
+
+
+def whole_set_loader(trainer, dataset):
+    """The trainer's eval loader; under torchrun an unsharded one over the whole set (the
+    Trainer's own gives each rank a share padded with repeats), so the numbers equal a
+    single process's."""
+    from trainyard import distributed
+
+    if not distributed.is_distributed():
+        return trainer.get_eval_dataloader(dataset)
+    from torch.utils.data import DataLoader
+
+    dataset = trainer._remove_unused_columns(dataset, description="evaluation")
+    return DataLoader(dataset, batch_size=trainer.args.per_device_eval_batch_size, collate_fn=trainer.data_collator)

@@ -3,43 +3,76 @@
 from __future__ import annotations
 
 import math
+import statistics
 
-from trainyard.context import RunContext
-from trainyard.metrics import canonical_dict
+from trainyard.context import AlreadyTrained, RunContext
+from trainyard.contract import (
+    TRAIN_LOSS,
+    TRAIN_MEAN_LOSS,
+    TRAIN_RUNTIME,
+    TRAIN_TOKENS,
+    TRAIN_TOKENS_PER_SECOND,
+)
+from trainyard.divergence import nonfinite_tensors
 
 
 def train_and_summarize(trainer, ctx: RunContext, eval_names: list[str]) -> dict[str, float]:
-    """Train (resuming from ctx.resume_from), write history.json, return training metrics.
+    """Train (resuming from ctx.resume_from), write history.json, return whole-run metrics.
 
-    `train/loss` is the last logged training loss; the trainer's own `train_loss` is a
-    whole-run average, kept as `train/mean_loss`. Throughput comes from the tokens the
-    trainer counted (non-padding, include_num_input_tokens_seen) over its runtime.
+    Every number covers the whole run, however many times it was resumed: the trainer
+    state (restored from the checkpoint) holds every logged loss and the tokens seen, and
+    ctx.clock the training seconds of every segment. A resume from the final checkpoint
+    trains nothing and goes straight on to the evaluation and save.
     """
-    result = trainer.train(resume_from_checkpoint=ctx.resume_from)
-    history = trainer.state.log_history
-    ctx.rundir.write_history(history)
-    metrics = canonical_dict(result.metrics, eval_names, ctx.spec.eval.held_out_name)
-    if "train/loss" in metrics:
-        metrics["train/mean_loss"] = metrics["train/loss"]
-    last = [e["loss"] for e in history if "loss" in e]
-    metrics["train/loss"] = float(last[-1]) if last else metrics.get("train/loss", math.nan)
-    runtime = result.metrics.get("train_runtime")
-    tokens = trainer.state.num_input_tokens_seen
-    if runtime:
-        metrics["train/runtime_s"] = float(runtime)
-        if tokens:
-            metrics["train/tokens"] = float(tokens)
-            metrics["train/tokens_per_second"] = tokens / runtime
+    ctx.guard.watch(trainer)
+    try:
+        trainer.train(resume_from_checkpoint=ctx.resume_from)
+    except AlreadyTrained as done:
+        ctx.log.info("nothing left to train (%s): finishing the run", done)
+    ctx.clock.stop()
+    ctx.final_step = trainer.state.global_step
+    if ctx.is_main:
+        ctx.rundir.write_history(trainer.state.log_history)
+    return whole_run_metrics(trainer.state, ctx.clock.seconds())
+
+
+def whole_run_metrics(state, train_seconds: float) -> dict[str, float]:
+    """train/loss (last logged), train/mean_loss (mean of every logged training loss),
+    train/tokens (non-padding, include_num_input_tokens_seen), train/runtime_s, tokens/s."""
+    losses = [float(e["loss"]) for e in state.log_history if isinstance(e.get("loss"), (int, float))]
+    metrics = {
+        TRAIN_LOSS: losses[-1] if losses else math.nan,
+        TRAIN_MEAN_LOSS: statistics.fmean(losses) if losses else math.nan,
+        TRAIN_RUNTIME: float(train_seconds),
+        "train/epoch": float(state.epoch or 0.0),
+    }
+    tokens = state.num_input_tokens_seen
+    if tokens:
+        metrics[TRAIN_TOKENS] = float(tokens)
+        if train_seconds > 0:
+            metrics[TRAIN_TOKENS_PER_SECOND] = tokens / train_seconds
     return metrics
 
 
-def log_final(ctx: RunContext, metrics: dict[str, float], step: int, prefixes: tuple[str, ...] = ("eval/",)) -> None:
-    """Send the final evaluation to Trackio next to the curves."""
-    if ctx.tracker is not None:
-        ctx.tracker.log({k: v for k, v in metrics.items() if k.startswith(prefixes) and isinstance(v, float)}, step=step)
+def evaluates_here(ctx: RunContext) -> bool:
+    """Whether this process runs the post-training evaluations and the final save. Under
+    torchrun DDP only rank 0 does (whole sets, unsharded: the same numbers as one process;
+    the others exit once training has ended). FSDP shards the weights, so there every rank
+    runs them in step (same inputs, same results) and only rank 0 writes."""
+    return ctx.is_main or ctx.spec.train.distributed == "fsdp"
 
 
 def save_final(trainer, tokenizer, ctx: RunContext) -> None:
-    """final/: the adapter (LoRA) or the full model, plus the tokenizer."""
-    trainer.save_model(str(ctx.rundir.final))
-    tokenizer.save_pretrained(str(ctx.rundir.final))
+    """final/: the adapter (LoRA) or the full model, plus the tokenizer. Never for a
+    diverged run, and never non-finite weights."""
+    if ctx.divergence is not None:
+        ctx.log.info("diverged: no final/ (the last good checkpoint stays in checkpoints/)")
+        return
+    if ctx.spec.train.divergence.enabled:
+        bad, total = nonfinite_tensors(trainer.model)
+        if bad:
+            ctx.diverged(trainer.state.global_step, "weights", math.nan, f"{bad} of {total} trained tensors not finite before saving final/")
+            return
+    trainer.save_model(str(ctx.rundir.final))  # the Trainer writes on rank 0 only (FSDP: gathered first)
+    if ctx.is_main:
+        tokenizer.save_pretrained(str(ctx.rundir.final))

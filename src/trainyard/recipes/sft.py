@@ -9,10 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from trainyard.context import RunContext
-from trainyard.data.formats import get_format
 from trainyard.data.loading import load_examples
-from trainyard.errors import DataFormatError
-from trainyard.evaluation.post_train import GENERATION_PREFIXES, generation_evals
+from trainyard.evaluation.post_train import generation_evals
 from trainyard.evaluation.trainer_eval import token_weighted_loss
 from trainyard.models import count_parameters, load_model, load_tokenizer, lora_config
 from trainyard.recipes.batching import (
@@ -22,7 +20,7 @@ from trainyard.recipes.batching import (
     enable_length_grouping,
     sft_packing_kwargs,
 )
-from trainyard.recipes.common import log_final, save_final, train_and_summarize
+from trainyard.recipes.common import evaluates_here, save_final, train_and_summarize
 from trainyard.spec import DataSpec, RunSpec
 from trainyard.training_args import common_trainer_kwargs
 
@@ -40,8 +38,6 @@ def named_eval_sets(spec: RunSpec) -> dict[str, Any]:
 def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
     from trl import SFTConfig, SFTTrainer
 
-    if get_format(spec.data.format).produces not in ("prompt_completion", "messages", "text"):
-        raise DataFormatError(f"data.format {spec.data.format!r} is not an SFT format (prompt/completion, messages or text)")
     tokenizer = load_tokenizer(spec)
     train_ds, held_out, stats = load_examples(spec.data)
     eval_sets = ({spec.eval.held_out_name: held_out} if held_out is not None else {}) | named_eval_sets(spec)
@@ -51,7 +47,7 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
 
     model = load_model(spec, ctx.precision)
     args = SFTConfig(
-        **common_trainer_kwargs(spec, str(ctx.rundir.checkpoints), ctx.precision, has_eval=bool(eval_sets)),
+        **common_trainer_kwargs(spec, str(ctx.rundir.checkpoints), ctx.precision, has_eval=bool(eval_sets), model=model),
         max_length=spec.train.max_length,
         completion_only_loss=spec.train.completion_only_loss,
         **batching_kwargs(spec),
@@ -73,15 +69,14 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
         enable_length_grouping(trainer)
     padding = count_padding(trainer)
     ctx.extra_metrics.update(count_parameters(trainer.model))
-    before = generation_evals(trainer.model, tokenizer, spec, ctx, before=True) if ctx.resume_from is None else {}
+    before = generation_evals(trainer.model, tokenizer, spec, ctx, before=True) if ctx.resume_from is None and evaluates_here(ctx) else {}
     metrics = {**before, **train_and_summarize(trainer, ctx, names), **padding.to_metrics()}
-    if ctx.cancel_requested:
+    if ctx.cancel_requested or not evaluates_here(ctx):
         return metrics
     if ctx.divergence is None:
         for name, ds in trainer.eval_dataset.items() if isinstance(trainer.eval_dataset, dict) else []:
             metrics.update(token_weighted_loss(trainer, ds).to_metrics(name))
         metrics.update(generation_evals(trainer.model, tokenizer, spec, ctx))
-        log_final(ctx, metrics, trainer.state.global_step, prefixes=GENERATION_PREFIXES)
     save_final(trainer, tokenizer, ctx)
     return metrics
 
