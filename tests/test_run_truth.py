@@ -145,7 +145,7 @@ def test_sigkill_then_truncated_checkpoint_resume_tells_the_whole_run(tmp_path, 
     the relaunch skips it (and says so), resumes from the one before and finishes 20/20,
     with every step once in history and in Trackio, and whole-run metrics that match an
     uninterrupted twin. The twin is also the healthy run the guard must never flag."""
-    spec = clm_spec(tiny_model, tracking=True, max_steps=20, save_steps=4, save_total_limit=3, batch_size=8, max_length=128)
+    spec = clm_spec(tiny_model, tracking=True, max_steps=20, save_steps=4, save_total_limit=3, batch_size=8, max_length=256)
     rd = RunDir(tmp_path / "runs" / spec.name)
     proc = entrypoint(spec, rd, tmp_path, kill_at=10)
     _, err = proc.communicate(timeout=600)
