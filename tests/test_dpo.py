@@ -150,7 +150,7 @@ def test_quantization_without_cuda_fails_before_loading_data(tmp_path, monkeypat
     monkeypatch.setattr(dpo, "load_examples", lambda *a, **k: pytest.fail("data loaded before the CUDA check"))
     spec = _spec(quantization={"bits": 4}, **{"tracking.enabled": False})
     rundir = RunDir(tmp_path / "run")
-    assert execute(spec, rundir) == ExitCode.FAILED
+    assert execute(spec, rundir) == ExitCode.BAD_INPUT  # a config error: exit 2, never retried
     error = rundir.status()["reason"]
     assert "needs a CUDA GPU" in error and "--smoke" in error
     assert not (rundir.path / "history.json").exists()
@@ -159,9 +159,9 @@ def test_quantization_without_cuda_fails_before_loading_data(tmp_path, monkeypat
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"dpo": None}, "recipe dpo needs a dpo: section"),
-        ({"recipe": "sft", "data.format": "alpaca"}, "dpo: options apply only to recipe: dpo"),
-        ({"data.format": "alpaca"}, "has no chosen/rejected answers; recipe dpo needs one of ['preference', 'tatqa_preference']"),
+        ({"dpo": None}, "recipe dpo needs a `dpo:` section"),
+        ({"recipe": "sft", "data.format": "alpaca"}, "dpo: only recipe dpo uses it"),
+        ({"data.format": "alpaca"}, "recipe dpo takes preference: use one of ['preference', 'tatqa_preference']"),
         ({"dpo.max_prompt_length": 768}, "dpo.max_prompt_length (768) must be below train.max_length (768)"),
         ({"dpo.label_smoothing": 0.1}, "label_smoothing applies to loss_type"),
         ({"dpo.loss_type": "exo_pair"}, "exo_pair needs label_smoothing > 0"),
@@ -184,7 +184,7 @@ def test_dpo_section_on_sft_names_file_run_and_key(tmp_path):
     with pytest.raises(SpecError) as err:
         load_matrix(bad)
     assert "bad.yaml" in str(err.value) and "run 'base'" in str(err.value)
-    assert "dpo: options apply only to recipe: dpo" in str(err.value)
+    assert "dpo: only recipe dpo uses it" in str(err.value)
 
 
 def test_spec_accepts_the_defaults():

@@ -132,10 +132,16 @@ def test_eval_set_without_its_text_field_names_file_field_and_columns(tmp_path):
 
 
 def test_chat_formats_are_rejected_for_lm_recipes():
-    from trainyard.data.lm import load_eval_texts
+    """The schema refuses them (recipes/descriptors.py), before any job starts."""
+    from pydantic import ValidationError
 
-    with pytest.raises(DataFormatError, match="produces prompt_completion.*instruction_text"):
-        load_eval_texts(EvalSetSpec(name="alpaca", source="fixture:finance_alpaca", format="alpaca"))
+    from trainyard.spec import RunSpec
+
+    base = {"name": "r", "matrix": "m", "recipe": "clm", "model": {"name": "m"}, "data": {"source": "fixture:wikitext", "format": "text"}}
+    with pytest.raises(ValidationError, match="gives prompt_completion rows; recipe clm evaluates text: use one of .*instruction_text"):
+        RunSpec.model_validate({**base, "eval": {"datasets": [{"name": "alpaca", "source": "fixture:finance_alpaca", "format": "alpaca"}]}})
+    with pytest.raises(ValidationError, match="recipe clm takes text"):
+        RunSpec.model_validate({**base, "data": {"source": "fixture:finance_alpaca", "format": "alpaca"}})
 
 
 def test_lora_on_a_from_scratch_model_fails_validation(tmp_path):

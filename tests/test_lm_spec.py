@@ -16,7 +16,7 @@ def spec(**over) -> RunSpec:
 
 def test_pretrain_needs_an_architecture_and_rejects_lora():
     assert spec(recipe="pretrain", architecture={}).architecture.vocab_size == 32000
-    with pytest.raises(ValidationError, match="needs an `architecture:` section"):
+    with pytest.raises(ValidationError, match="needs an? `architecture:` section"):
         spec(recipe="pretrain")
     with pytest.raises(ValidationError, match="from-scratch model .* has none"):
         spec(recipe="pretrain", architecture={}, lora={"r": 8})

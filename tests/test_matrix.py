@@ -193,7 +193,7 @@ def test_missing_local_files_warn_in_validate_and_block_a_local_launch(write_yam
     assert "local path" in capsys.readouterr().err
     assert main(["--matrix", str(m), "--runs-dir", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
-    assert "refusing to start" in err and "key 'data.source'" in err and "nope.jsonl" in err
+    assert "nothing was run or submitted" in err and "key 'data.source'" in err and "nope.jsonl" in err
     assert not (tmp_path / "runs").exists()
     # --smoke swaps in the bundled fixture, so the pre-flight still runs
     assert main(["--matrix", str(m), "--smoke", "--dry-run"]) == 0

@@ -1,11 +1,13 @@
-"""`python launch.py` — submit (default), validate, status, logs, cancel, report.
+"""`python launch.py` — submit (the default command), validate, status, logs, cancel, report.
 
     python launch.py --matrix jobs/X.yaml [--backend local|hf-jobs|k8s] [--smoke] [--dry-run [-o yaml|json]] [--only GLOB] [--parallel N]
-    python launch.py validate --matrix jobs/X.yaml [--smoke]
+    python launch.py validate --matrix jobs/X.yaml [--smoke] [--backend B]
     python launch.py status   --matrix jobs/X.yaml [--smoke] [--json]
     python launch.py logs     --matrix jobs/X.yaml RUN [--follow]
     python launch.py cancel   --matrix jobs/X.yaml [RUN ...]
     python launch.py report   --matrix jobs/X.yaml [--smoke] [--out DIR]
+
+Every command takes ``--set KEY=VALUE`` (repeatable) to override a setting of every run.
 """
 
 from __future__ import annotations
@@ -25,48 +27,81 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from trainyard import __version__
 from trainyard.backends import BACKENDS
 from trainyard.backends.remote import job_of
+from trainyard.contract import ExitCode
 from trainyard.errors import SpecError
-from trainyard.matrix import Matrix, load_matrix
+from trainyard.matrix import DEFAULT_MAX_RUNS, MAX_RUNS_ENV, Matrix, load_matrix
 from trainyard.run_dir import RunDir, disk_fault_message, is_disk_fault
 
 COMMANDS = ("submit", "validate", "status", "logs", "cancel", "report")
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """rich would exit 1; a reader that stopped early (`| head`) is not a failure."""
+        raise BrokenPipeError
+
+
 # Not a terminal (CI, pipes, logs): wide enough that tables are never truncated.
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
-out = Console(width=None if sys.stdout.isatty() else 200)
+err = _Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+out = _Console(width=None if sys.stdout.isatty() else 200)
+SUMMARY_ROWS = 50  # a larger matrix shows its first runs in the table, then a count
+
+USAGE = """launch.py [submit] --matrix FILE [--backend {local,hf-jobs,k8s}] [--dry-run] [--smoke] [--set KEY=VALUE] ...
+       launch.py {validate,status,logs,cancel,report} --matrix FILE [options]"""
+DESCRIPTION = """Run LLM fine-tuning experiment matrices.
+
+Without a command, `launch.py --matrix FILE` submits: it validates every run, then runs
+them locally (or on --backend). `launch.py COMMAND --help` lists a command's options."""
+EPILOG = """examples:
+  launch.py validate --matrix jobs/rust_sft.yaml              check every run; run nothing
+  launch.py --matrix jobs/rust_sft.yaml --smoke               tiny model + fixtures, offline
+  launch.py --matrix jobs/rust_sft.yaml --set train.lr=1e-4   override a setting of every run
+  launch.py --matrix jobs/rust_sft.yaml --backend hf-jobs     submit to Hugging Face Jobs
+  launch.py status --matrix jobs/rust_sft.yaml --json | head  state of every run
+config reference: docs/config.md"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="launch.py", description="Run LLM fine-tuning experiment matrices.")
-    sub = p.add_subparsers(dest="command")
+    p = argparse.ArgumentParser(prog="launch.py", usage=USAGE, description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"trainyard {__version__}", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", title="commands", metavar="COMMAND")
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--matrix", required=True, help="matrix YAML, e.g. jobs/rust_sft.yaml")
         sp.add_argument("--smoke", action="store_true", help="tiny local model + bundled fixtures, offline (matrix runs as <name>-smoke)")
-        sp.add_argument("--runs-dir", default=os.environ.get("TRAINYARD_RUNS_DIR", "runs"), help="root of run directories (default: runs)")
+        sp.add_argument("--runs-dir", default=os.environ.get("TRAINYARD_RUNS_DIR", "runs"), help="root of run directories (default: $TRAINYARD_RUNS_DIR or runs)")
         sp.add_argument("--only", action="append", metavar="GLOB", help="only runs whose name matches (repeatable)")
+        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set",
+                        help="override a dotted key in every run, value in YAML (repeatable): --set train.lr=1e-4 --set lora.r=32")
+        sp.add_argument("--max-runs", type=int, default=None, metavar="N",
+                        help=f"refuse a matrix that expands to more runs (default ${MAX_RUNS_ENV} or {DEFAULT_MAX_RUNS:,})")
 
     s = sub.add_parser("submit", help="validate every run, then run/submit them (the default command)")
     common(s)
-    s.add_argument("--backend", choices=BACKENDS, default="local")
+    s.add_argument("--backend", choices=BACKENDS, default="local", help="where the runs execute (default: local)")
     s.add_argument("--dry-run", action="store_true", help="validate and show what would be submitted; submit nothing")
     s.add_argument("--parallel", type=int, default=None, help="runs at once: local default 1; remote backends: at most N jobs queued/running, the rest submitted as they end (default: all at once)")
     s.add_argument("-o", "--output", choices=("yaml", "json"), help="with --dry-run on a remote backend: only the payloads on stdout (k8s: `| kubectl apply -f -`), notes on stderr")
     s.add_argument("--yes", "-y", action="store_true", help="remote backends: submit without asking to confirm the cost estimate")
     s.add_argument("--restart", action="store_true", help="set aside run dirs of a changed spec (renamed, not deleted) and train again")
-    v = sub.add_parser("validate", help="expand and validate every run; run nothing")
+    v = sub.add_parser("validate", help="expand and validate every run, read data and model configs; run nothing")
     common(v)
+    v.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="check precision / quantization / attention against this backend's machines (default: this machine, as a local launch)")
     st = sub.add_parser("status", help="state of every run of the matrix")
     common(st)
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="print the rows as JSON (for scripts)")
     lg = sub.add_parser("logs", help="a run's log")
     common(lg)
-    lg.add_argument("run")
-    lg.add_argument("--follow", "-f", action="store_true")
+    lg.add_argument("run", help="run name (see validate / status)")
+    lg.add_argument("--follow", "-f", action="store_true", help="keep printing while the run is active")
     c = sub.add_parser("cancel", help="stop running runs (all, or those named)")
     common(c)
-    c.add_argument("runs", nargs="*")
+    c.add_argument("runs", nargs="*", help="run names (default: every run of the matrix)")
     r = sub.add_parser("report", help="tables and charts of a (partly) finished matrix")
     common(r)
     r.add_argument("--out", help="output directory (default: reports/<matrix>)")
@@ -74,18 +109,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The CLI. Output survives a closed pipe (`status --json | head`): no traceback."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader went away: send what is still buffered nowhere, and stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+    if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
         argv = ["submit", *argv]
     args = build_parser().parse_args(argv)
+    if args.max_runs is not None and args.max_runs < 1:
+        print("--max-runs must be at least 1", file=sys.stderr)
+        return ExitCode.BAD_INPUT
     try:
-        matrix = load_matrix(args.matrix)
+        matrix = load_matrix(args.matrix, sets=args.set, max_runs=args.max_runs)
     except SpecError as exc:
         print(str(exc), file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     specs = select(matrix, args)
     if specs is None:
-        return 2
+        return ExitCode.BAD_INPUT
     return {
         "submit": cmd_submit,
         "validate": cmd_validate,
@@ -104,10 +155,11 @@ def select(matrix: Matrix, args: argparse.Namespace):
             print(f"{matrix.path}: --only {args.only} matches no run; runs: {matrix.run_names}", file=sys.stderr)
             return None
     if args.smoke:
-        from trainyard.fixtures.tiny_model import ensure_tiny_model
         from trainyard.smoke import smoke_spec
 
-        tiny = str(ensure_tiny_model()) if args.command == "submit" and not getattr(args, "dry_run", False) else "<tiny-local-model>"
+        args.originals = specs
+
+        tiny = tiny_model_dir() if args.command == "submit" and not getattr(args, "dry_run", False) else "<tiny-local-model>"
         try:
             specs = [smoke_spec(s, tiny) for s in specs]
         except Exception as exc:  # a smoke transform must never half-apply
@@ -116,12 +168,28 @@ def select(matrix: Matrix, args: argparse.Namespace):
     return specs
 
 
+def tiny_model_dir() -> str:
+    """The --smoke model, built on first use in a child process: the launcher itself never
+    imports torch / transformers."""
+    import subprocess
+
+    from trainyard.fixtures import tiny_model
+
+    target = tiny_model.cache_dir() / f"{tiny_model.TINY_VERSION}-{tiny_model._corpus_hash()}"
+    if (target / "config.json").is_file() and (target / "tokenizer.json").is_file():
+        return str(target)
+    src = str(Path(tiny_model.__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
+    done = subprocess.run([sys.executable, "-m", "trainyard.fixtures.tiny_model"], env=env, capture_output=True, text=True, check=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
 def summary_table(matrix: Matrix, specs) -> Table:
     t = Table(title=f"{specs[0].matrix}: {len(specs)} run(s) from {matrix.path}")
     cols = ["run", "recipe", "model", "examples", "epochs", "max steps", "LoRA r/α", "max len", "scheduler", "warmup", "lr", "batch×accum", "options"]
     for c in cols:
         t.add_column(c)
-    for s in specs:
+    for s in specs[:SUMMARY_ROWS]:
         tr = s.train
         warm = f"{tr.warmup_ratio:g}" if tr.warmup_ratio else (f"{tr.warmup_steps} steps" if tr.warmup_steps else "–")
         sched = tr.scheduler + (f" ({tr.scheduler_cycles} cycles)" if tr.scheduler_cycles else "")
@@ -140,6 +208,8 @@ def summary_table(matrix: Matrix, specs) -> Table:
             f"{tr.batch_size} × {tr.grad_accum}",
             run_options(s),
         )
+    if len(specs) > SUMMARY_ROWS:
+        t.caption = f"first {SUMMARY_ROWS} of {len(specs)} runs shown (--only GLOB selects others)"
     return t
 
 
@@ -167,23 +237,54 @@ def run_options(s) -> str:
     return "; ".join(parts) or "–"
 
 
-def missing_local_files(specs) -> list[str]:
-    """Local model / data paths that do not exist (relative to the current directory)."""
-    from trainyard.spec import is_local_path
+def run_preflight(matrix: Matrix, specs, target: str | None, originals=None) -> bool:
+    """Data files, model configs and devices (trainyard.preflight). Prints what it finds;
+    False when something must be fixed before any run starts. With --smoke, the user's own
+    data and model (`originals`) are still read: the smoke runs swap them for fixtures."""
+    from trainyard.errors import group_problems
+    from trainyard.preflight import preflight
 
-    return [
-        f"run {s.name!r} | key {key!r}: local path {value!r} does not exist; create it or use a Hub id"
-        for s in specs
-        for key, value in s.sources()
-        if is_local_path(value) and not Path(value).expanduser().exists()
-    ]
+    if originals is not None:
+        report = preflight(originals, str(matrix.path), None, line_of=matrix.line_of, checks=("paths", "data", "model"))
+        device = preflight(specs, str(matrix.path), target, line_of=matrix.line_of, checks=("device",))
+        report.errors += device.errors
+        report.warnings += device.warnings
+    else:
+        report = preflight(specs, str(matrix.path), target, line_of=matrix.line_of)
+    report.warnings = list(matrix.warnings) + report.warnings
+    for line in group_problems(report.warnings, len(specs)):
+        err.print(f"[yellow]warning[/]: {escape(line)}", highlight=False)
+    for note in report.notes:
+        err.print(f"note: {escape(note)}", highlight=False)
+    if report.errors:
+        print(str(SpecError(report.errors, total_runs=len(specs))), file=sys.stderr)
+        return False
+    return True
+
+
+def backend_problem(fname: str, text: str):
+    """A backend's "run 'x' | key 'k': message" line as a Problem, so runs sharing it group."""
+    import re
+
+    from trainyard.errors import Problem
+
+    m = re.match(r"run '([^']*)'(?: \| key '([^']*)')?: (.*)$", text, re.S)
+    return Problem(fname, m.group(3), run=m.group(1), key=m.group(2)) if m else Problem(fname, text)
 
 
 def cmd_validate(matrix: Matrix, specs, args) -> int:
+    if not run_preflight(matrix, specs, args.backend, getattr(args, "originals", None)):
+        return ExitCode.BAD_INPUT
+    if args.backend not in (None, "local"):
+        from trainyard.backends import get_backend
+        from trainyard.backends.remote import validate_all
+
+        problems = validate_all(specs, get_backend(args.backend))  # what submit would refuse, offline
+        if problems:
+            print(str(SpecError([backend_problem(str(matrix.path), p) for p in problems], total_runs=len(specs))), file=sys.stderr)
+            return ExitCode.BAD_INPUT
     out.print(summary_table(matrix, specs))
-    for w in missing_local_files(specs):
-        err.print(f"[yellow]warning[/]: {escape(f'{matrix.path} | {w}')} (a local launch refuses to start until it exists)", highlight=False)
-    out.print(f"[green]ok[/]: {len(specs)} run(s) valid")
+    out.print(f"[green]ok[/]: {len(specs)} run(s) valid" + (f" for --backend {args.backend}" if args.backend else ""))
     return 0
 
 
@@ -195,6 +296,8 @@ def cmd_submit(matrix: Matrix, specs, args) -> int:
     if args.output and (not args.dry_run or args.backend == "local"):
         print(f"-o {args.output} prints the payloads of a remote backend: add --dry-run and --backend k8s|hf-jobs", file=sys.stderr)
         return 2
+    if not run_preflight(matrix, specs, args.backend, getattr(args, "originals", None)):
+        return ExitCode.BAD_INPUT
     if args.backend != "local":
         return submit_remote(matrix, specs, args)
     if args.dry_run:
@@ -208,10 +311,6 @@ def cmd_submit(matrix: Matrix, specs, args) -> int:
         return 0
     from trainyard.backends.local import run_local
 
-    missing = missing_local_files(specs)
-    if missing:
-        print("\n".join(["refusing to start:"] + [f"  - {matrix.path} | {m}" for m in missing]), file=sys.stderr)
-        return 2
     try:
         if refuse_stale(specs, runs_root, args.restart):
             return 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from trainyard.errors import ConfigError
 from trainyard.spec import LoraSpec, QuantizationSpec, RunSpec
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def pick_precision(requested: str) -> str:
     kind = device_kind()
     if requested != "auto":
         if requested in ("bf16", "fp16") and kind == "cpu":
-            raise ValueError(f"train.precision: {requested} needs a GPU; this machine has none. Use precision: auto")
+            raise ConfigError(f"train.precision: {requested} needs a GPU; this machine has none. Use precision: auto")
         return requested
     if kind == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -56,12 +57,12 @@ def quantization_config(q: QuantizationSpec | None, smoke: bool = False):
     import torch
 
     if not torch.cuda.is_available():
-        raise RuntimeError(
+        raise ConfigError(
             f"quantization: {q.bits}-bit loading needs a CUDA GPU and bitsandbytes; this machine has no CUDA. "
             "Run on a GPU backend, drop `quantization:`, or use --smoke (which drops it)."
         )
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise RuntimeError("quantization needs bitsandbytes: pip install 'trainyard[quant]'")
+        raise ConfigError("quantization needs bitsandbytes: pip install 'trainyard[quant]'")
     from transformers import BitsAndBytesConfig
 
     compute = getattr(torch, DTYPES[q.compute_dtype])

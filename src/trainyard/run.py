@@ -20,9 +20,11 @@ import sys
 import traceback
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from trainyard.checkpoints import resume_point
 from trainyard.contract import SEGMENTS, WALL_TIME, ExitCode, RunState
-from trainyard.errors import DataFormatError
+from trainyard.errors import BadInput, DataFormatError
 from trainyard.hub_storage import ArtifactUploader, push_to_hub, remote_artifacts, resolve_repo_id
 from trainyard.run_dir import RunDir, disk_fault_message, is_disk_fault
 from trainyard.run_lock import PARENT_PID_ENV, TRAINER_WAIT_S, RunLock, RunLocked, die_with_parent
@@ -71,16 +73,18 @@ def load_spec(args: argparse.Namespace) -> RunSpec:
         return RunSpec.from_json(Path(args.spec).read_text())
     text = os.environ.get("TRAINYARD_SPEC")
     if not text:
-        raise SystemExit("trainyard.run: pass --spec FILE or set TRAINYARD_SPEC to the spec JSON")
+        raise ValueError("pass --spec FILE or set TRAINYARD_SPEC to the spec JSON")
     return RunSpec.from_json(text)
 
 
 def localize_smoke_model(spec: RunSpec) -> RunSpec:
-    """--smoke on a remote backend: the launcher's tiny-model path does not exist in the
-    job's container, so build the same deterministic tiny model here."""
-    if not spec.smoke or Path(spec.model.name).exists():
+    """A tiny-model path (--smoke) on a remote backend: the launcher's cache path does not
+    exist in the job's container, so build the same deterministic tiny model here."""
+    from trainyard.fixtures.tiny_model import TINY_VERSION, ensure_tiny_model
+
+    name = Path(spec.model.name)
+    if name.exists() or not name.name.startswith(TINY_VERSION):
         return spec
-    from trainyard.fixtures.tiny_model import ensure_tiny_model
 
     return spec.model_copy(update={"model": spec.model.model_copy(update={"name": str(ensure_tiny_model())})})
 
@@ -105,7 +109,13 @@ def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = N
         uploader.restore_checkpoint(spec)
     point = resume_point(rundir.checkpoints)
     resume = str(point.path) if point.path else None
-    ctx = RunContext(spec=spec, rundir=rundir, precision=pick_precision(spec.train.precision), device=device_kind(), resume_from=resume, log=log)
+    try:
+        precision = pick_precision(spec.train.precision)
+    except BadInput as exc:  # e.g. fp16 on a machine without a GPU: a retry cannot fix it
+        log.error("bad input: %s", exc)
+        rundir.set_status(RunState.FAILED, reason=f"bad input: {exc}")
+        return ExitCode.BAD_INPUT
+    ctx = RunContext(spec=spec, rundir=rundir, precision=precision, device=device_kind(), resume_from=resume, log=log)
     if uploader is not None and uploader.checkpoints:
         ctx.on_checkpoint = uploader.request_checkpoint
     ctx.install_signal_handlers()
@@ -126,10 +136,11 @@ def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = N
         metrics.update({WALL_TIME: ctx.segments.wall_time_s(), SEGMENTS: float(len(ctx.segments.records))})
         if ctx.tracker is not None:
             ctx.tracker.log_summary(metrics, step=ctx.final_step)
-    except DataFormatError as exc:
-        log.error("bad data: %s", exc)
-        rundir.set_status(RunState.FAILED, reason=f"bad data: {exc}")
-        _failed_card(spec, rundir, f"bad data: {exc}", log)
+    except BadInput as exc:  # the spec or the data is wrong (DataFormatError, ConfigError): never retried
+        what = "bad data" if isinstance(exc, DataFormatError) else "bad input"
+        log.error("%s: %s", what, exc)
+        rundir.set_status(RunState.FAILED, reason=f"{what}: {exc}")
+        _failed_card(spec, rundir, f"{what}: {exc}", log)
         return ExitCode.BAD_INPUT
     except KeyboardInterrupt:
         rundir.set_status(RunState.CANCELED, reason="interrupted")
@@ -172,7 +183,7 @@ def _write_card_and_push(spec: RunSpec, rundir: RunDir, metrics: dict, state: Ru
     write_card(rundir, spec, metrics, state, reason=reason)
     if spec.hub.push and state is RunState.COMPLETED:
         repo_id = resolve_repo_id(spec.hub.repo, spec.matrix, spec.name)
-        where = push_to_hub(rundir, repo_id, spec.hub.private, smoke=spec.smoke)
+        where = push_to_hub(rundir, repo_id, spec.hub.private, smoke=spec.hub.push_to == "run_dir")
         rundir.update_progress(pushed_to=where)
         log.info("pushed final/ to %s", where)
 
@@ -184,7 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spec", help="spec.json of the run (default: $TRAINYARD_SPEC)")
     p.add_argument("--run-dir", help="output directory (default: $TRAINYARD_RUN_DIR or runs/<matrix>/<run>)")
     args = p.parse_args(argv)
-    spec = localize_smoke_model(load_spec(args))
+    try:
+        spec = localize_smoke_model(load_spec(args))
+    except (ValidationError, ValueError, OSError) as exc:  # json / schema errors: bad input, never retried
+        detail = " ".join(line.strip() for line in str(exc).splitlines()[:6])
+        _say(f"trainyard.run: bad spec: {detail}")
+        return ExitCode.BAD_INPUT
     run_dir = args.run_dir or os.environ.get("TRAINYARD_RUN_DIR") or RunDir.for_run("runs", spec.matrix, spec.name).path
     rundir = RunDir(run_dir)
     # One trainer per run directory, taken before anything is written: a second trainer

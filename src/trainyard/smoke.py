@@ -16,6 +16,8 @@ SMOKE_MAX_STEPS = 4
 SMOKE_MAX_LENGTH = 256
 SMOKE_EXAMPLES = 48
 SMOKE_EVAL_EXAMPLES = 16
+SMOKE_TATQA_QUESTIONS = 8
+SMOKE_TATQA_MAX_NEW_TOKENS = 24
 
 # Recipes that need more than the generic swap register a hook here (e.g. from-scratch
 # pretraining shrinks its architecture).
@@ -55,6 +57,8 @@ def _smoke_generation_evals(e: dict) -> None:
             questions=str(FIXTURES_DIR / "eval" / "mt_bench.jsonl"), split="train", limit=2, max_new_tokens=16,
             base_url=None, model=None, recorded=str(FIXTURES_DIR / "eval" / "mt_bench_judge_replies.json"),
         )
+    if e.get("tatqa") is not None:
+        e["tatqa"].update(limit=SMOKE_TATQA_QUESTIONS, max_new_tokens=SMOKE_TATQA_MAX_NEW_TOKENS)
     if e.get("ifeval"):
         e["ifeval"].update(prompts=str(FIXTURES_DIR / "eval" / "ifeval.jsonl"), split="train", limit=2, max_new_tokens=16)
 
@@ -96,6 +100,7 @@ def smoke_spec(spec: RunSpec, tiny_model_dir: str) -> RunSpec:
         warmup_steps=min(t["warmup_steps"], 1),
     )
     d["tracking"].update(space_id=None, server_url=None, project=None)
+    d["hub"]["push_to"] = "run_dir"  # a smoke push lands in the run dir, never on the Hub
     hook = RECIPE_HOOKS.get(spec.recipe)
     if hook is not None:
         hook(d)

@@ -13,7 +13,6 @@ import logging
 import sys
 from dataclasses import dataclass
 
-from trainyard.data.formats import get_format
 from trainyard.data.loading import DataStats, held_out_count, load_examples
 from trainyard.errors import DataFormatError
 from trainyard.spec import DataSpec, EvalSetSpec, RunSpec
@@ -28,15 +27,6 @@ class LMTexts:
     stats: DataStats
 
 
-def _require_text_format(fmt_name: str, where: str) -> None:
-    fmt = get_format(fmt_name)
-    if fmt.produces != "text":
-        raise DataFormatError(
-            f"{where}.format {fmt_name!r} produces {fmt.produces}, but causal-LM recipes need plain text; "
-            "use text, instruction_text, sentiment_text or qa_context_text"
-        )
-
-
 def drop_short(texts: list[str], min_chars: int) -> list[str]:
     return [t for t in texts if len(t.strip()) >= min_chars] if min_chars else texts
 
@@ -44,7 +34,6 @@ def drop_short(texts: list[str], min_chars: int) -> list[str]:
 def load_train_texts(spec: RunSpec) -> LMTexts:
     """The training corpus and its held-out part. `data.limit` counts texts kept after
     `lm.min_chars`, so "15,000 samples, under 50 characters dropped" means 15,000 kept."""
-    _require_text_format(spec.data.format, "data")
     min_chars = spec.lm.min_chars
     data = spec.data
     if min_chars and data.limit:
@@ -72,7 +61,6 @@ def load_eval_texts(ev: EvalSetSpec) -> list[str]:
     """One named eval set as texts. A missing text field fails with the dataset, the field
     and the columns that exist (from `check_columns`)."""
     where = f"eval.datasets[{ev.name}]"
-    _require_text_format(ev.format, where)
     data = DataSpec(source=ev.source, config=ev.config, split=ev.split, format=ev.format,
                     text_field=ev.text_field, limit=ev.limit, eval_size=0, shuffle=False)
     ds, _, _ = load_examples(data, where=where)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 
 from trainyard.context import RunContext
-from trainyard.data.formats import get_format
 from trainyard.data.loading import load_examples
 from trainyard.data.prompt_truncation import truncate_prompts
 from trainyard.errors import DataFormatError
@@ -30,22 +29,14 @@ from trainyard.recipes.common import save_final, train_and_summarize
 from trainyard.spec import RunSpec
 from trainyard.training_args import common_trainer_kwargs
 
-# TAT-QA generation eval: questions and reply length (the reply is 2-3 short lines).
-TATQA_EVAL_QUESTIONS = None  # all questions of the eval split
-TATQA_SMOKE_QUESTIONS = 8
-TATQA_MAX_NEW_TOKENS = 96
-TATQA_SMOKE_MAX_NEW_TOKENS = 24
-
 
 def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    assert spec.dpo is not None  # the schema requires it for recipe dpo
+    assert spec.dpo is not None  # the schema requires it for recipe dpo (recipes/descriptors.py)
     # Fail before loading any data: 4-bit needs CUDA + bitsandbytes (--smoke drops quantization).
     quantization_config(spec.quantization)
-    if get_format(spec.data.format).produces != "preference":
-        raise DataFormatError(f"data.format {spec.data.format!r} has no chosen/rejected answers; recipe dpo needs a preference format")
     tokenizer = load_tokenizer(spec)
     train_ds, held_out, stats = load_examples(spec.data)
     ctx.extra_metrics.update(stats.as_metrics())
@@ -82,7 +73,7 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
 
     metrics: dict[str, float] = {}
     if ctx.resume_from is None:
-        if spec.eval.tatqa:
+        if spec.eval.tatqa is not None:
             metrics.update(_tatqa_generation(trainer.model, tokenizer, spec, ctx, prefix="tatqa_before"))
         metrics.update(generation_evals(trainer.model, tokenizer, spec, ctx, before=True))
     metrics.update(train_and_summarize(trainer, ctx, [eval_name]))
@@ -92,7 +83,7 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
     if ctx.divergence is None:
         if trainer.eval_dataset is not None:
             metrics.update(_final_eval(trainer, eval_name))
-        if spec.eval.tatqa:
+        if spec.eval.tatqa is not None:
             metrics.update(_tatqa_generation(trainer.model, tokenizer, spec, ctx, prefix="tatqa"))
         metrics.update(generation_evals(trainer.model, tokenizer, spec, ctx))
     save_final(trainer, tokenizer, ctx)
@@ -140,15 +131,16 @@ def _tatqa_generation(model, tokenizer, spec: RunSpec, ctx: RunContext, prefix: 
     from trainyard.data.tatqa_pairs import read_contexts, resolve_source
     from trainyard.evaluation.tatqa_generation import evaluate_tatqa_generation, tatqa_metrics
 
+    settings = spec.eval.tatqa
     split = spec.data.eval_split or "dev"
     contexts = read_contexts(resolve_source(spec.data.source, split))
     result = evaluate_tatqa_generation(
         model,
         tokenizer,
         contexts,
-        max_new_tokens=TATQA_SMOKE_MAX_NEW_TOKENS if spec.smoke else TATQA_MAX_NEW_TOKENS,
-        batch_size=spec.train.eval_batch_size or 8,
-        limit=TATQA_SMOKE_QUESTIONS if spec.smoke else TATQA_EVAL_QUESTIONS,
+        max_new_tokens=settings.max_new_tokens,
+        batch_size=settings.batch_size or spec.train.eval_batch_size or 8,
+        limit=settings.limit,
     )
     metrics = {k: v for k, v in tatqa_metrics(result, prefix=prefix).items() if not math.isnan(v)}
     ctx.log.info("%s: exact_match %.4f f1 %.4f (%d questions)", prefix, metrics.get(f"{prefix}/exact_match", math.nan), metrics.get(f"{prefix}/f1", math.nan), int(metrics.get(f"{prefix}/questions", 0)))

@@ -9,9 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from trainyard.context import RunContext
-from trainyard.data.formats import get_format
 from trainyard.data.loading import load_examples
-from trainyard.errors import DataFormatError
 from trainyard.evaluation.post_train import generation_evals
 from trainyard.evaluation.trainer_eval import token_weighted_loss
 from trainyard.models import count_parameters, load_model, load_tokenizer, lora_config
@@ -33,8 +31,6 @@ def named_eval_sets(spec: RunSpec) -> dict[str, Any]:
 def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
     from trl import SFTConfig, SFTTrainer
 
-    if get_format(spec.data.format).produces not in ("prompt_completion", "messages", "text"):
-        raise DataFormatError(f"data.format {spec.data.format!r} is not an SFT format (prompt/completion, messages or text)")
     tokenizer = load_tokenizer(spec)
     train_ds, held_out, stats = load_examples(spec.data)
     eval_sets = ({spec.eval.held_out_name: held_out} if held_out is not None else {}) | named_eval_sets(spec)
