@@ -215,18 +215,18 @@ def test_sigkill_then_truncated_checkpoint_resume_tells_the_whole_run(tmp_path, 
 
 @pytest.mark.slow
 def test_resume_from_the_final_checkpoint_trains_no_more_and_a_fresh_run_dir_is_a_new_trackio_run(tmp_path, tiny_model):
-    from trainyard.run import execute
-
+    # in subprocesses: trackio fixes its TRACKIO_DIR when first imported, so a run inside the
+    # pytest process would write where an earlier test pointed it
     spec = clm_spec(tiny_model, tracking=True)  # 4 steps, saves at 2 and 4
     rd = RunDir(tmp_path / "runs" / spec.name)
-    assert execute(spec, rd) == ExitCode.COMPLETED
+    assert run_to_end(spec, rd, tmp_path) == 0
     first_rows = [r for r in trackio_rows(tmp_path)]
     # killed while saving final/ after its last checkpoint
     import shutil
 
     shutil.rmtree(rd.final)
     rd.set_status("failed", reason="killed")
-    assert execute(spec, rd) == ExitCode.COMPLETED
+    assert run_to_end(spec, rd, tmp_path) == 0
     assert Path(rd.status()["resumed_from"]).name == "checkpoint-4"
     assert loss_steps(rd.history()) == [1, 2, 3, 4]
     log = rd.log_file.read_text()
@@ -238,7 +238,7 @@ def test_resume_from_the_final_checkpoint_trains_no_more_and_a_fresh_run_dir_is_
 
     # --restart: the run dir is set aside, the next launch is a new experiment
     rd.path.rename(rd.path.with_name(f"{spec.name}.replaced-1"))
-    assert execute(spec, RunDir(tmp_path / "runs" / spec.name)) == ExitCode.COMPLETED
+    assert run_to_end(spec, RunDir(tmp_path / "runs" / spec.name), tmp_path) == 0
     rows = trackio_rows(tmp_path)
     runs = {}
     for name, run_id, step, _ in rows:
