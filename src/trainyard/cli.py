@@ -16,6 +16,7 @@ import argparse
 import fnmatch
 import json
 import os
+import shlex
 import signal
 import sys
 import time
@@ -186,7 +187,7 @@ def tiny_model_dir() -> str:
 
 def summary_table(matrix: Matrix, specs) -> Table:
     t = Table(title=f"{specs[0].matrix}: {len(specs)} run(s) from {matrix.path}")
-    cols = ["run", "recipe", "model", "examples", "epochs", "max steps", "LoRA r/α", "max len", "scheduler", "warmup", "lr", "batch×accum", "options"]
+    cols = ["run", "recipe", "model", "examples", "epochs", "max steps", "LoRA r/α", "max len", "scheduler", "warmup", "lr", "batch×accum[×procs]", "options"]
     for c in cols:
         t.add_column(c)
     for s in specs[:SUMMARY_ROWS]:
@@ -205,12 +206,20 @@ def summary_table(matrix: Matrix, specs) -> Table:
             sched,
             warm,
             f"{tr.lr:g}",
-            f"{tr.batch_size} × {tr.grad_accum}",
+            batch_cell(s),
             run_options(s),
         )
     if len(specs) > SUMMARY_ROWS:
         t.caption = f"first {SUMMARY_ROWS} of {len(specs)} runs shown (--only GLOB selects others)"
     return t
+
+
+def batch_cell(s) -> str:
+    """'2 × 4', or with torchrun the effective batch: '2 × 4 × 2 procs = 16'."""
+    from trainyard.backends.launch import effective_batch, world_size
+
+    tr, n = s.train, world_size(s)
+    return f"{tr.batch_size} × {tr.grad_accum}" + (f" × {n} procs = {effective_batch(s)}" if n > 1 else "")
 
 
 def run_options(s) -> str:
@@ -300,11 +309,20 @@ def cmd_submit(matrix: Matrix, specs, args) -> int:
         return ExitCode.BAD_INPUT
     if args.backend != "local":
         return submit_remote(matrix, specs, args)
+    from trainyard.backends.local import shape_problems
+
+    if problems := shape_problems(specs):  # e.g. resources.nodes > 1: one machine here
+        print("\n".join([f"{len(problems)} problem(s) found; nothing was run:"] + [f"  - {matrix.path} | {p}" for p in problems]), file=sys.stderr)
+        return 2
     if args.dry_run:
+        from trainyard.backends.launch import describe_launch
+        from trainyard.backends.local import run_command
+
         out.print(summary_table(matrix, specs))
         for s in specs:
             rd = RunDir.for_run(runs_root, s.matrix, s.name)
-            out.print(f"[bold]{s.name}[/] -> {rd.path}  (python -m trainyard.run --spec {rd.spec_file} --run-dir {rd.path})", highlight=False)
+            command = shlex.join(["python", *run_command(s, rd)[1:]])
+            out.print(f"[bold]{escape(s.name)}[/] -> {rd.path}: {describe_launch(s, 'local')}  ({escape(command)})", highlight=False, soft_wrap=True)
             if os.environ.get("TRAINYARD_DRY_RUN_SPECS"):
                 out.print_json(s.to_json())
         out.print(f"dry run: {len(specs)} run(s) validated, nothing submitted")
@@ -452,12 +470,8 @@ def submit_remote(matrix: Matrix, specs, args) -> int:
     backend = get_backend(args.backend)
     if args.dry_run:  # renders (and so validates) every run once
         return dry_run_remote(matrix, specs, backend, args)
-    problems = validate_all(specs, backend)
-    if problems:
-        print("\n".join([f"{len(problems)} problem(s) found; nothing was submitted:"] + [f"  - {p}" for p in problems]), file=sys.stderr)
-        return 2
-    estimate = cost_plan(backend, matrix, specs, Path(args.runs_dir))
-    if refuse_budget(estimate, matrix):
+    estimate = checked_estimate(validate_all(specs, backend), backend, matrix, specs, args)
+    if estimate is REFUSED:
         return 2
     runs_root = Path(args.runs_dir)
     try:
@@ -552,6 +566,19 @@ def confirm_cost(estimate: CostEstimate, yes: bool) -> bool:
     return input("submit? [y/N] ").strip().lower() in ("y", "yes")
 
 
+REFUSED = object()  # checked_estimate's answer when the submit must not go on
+
+
+def checked_estimate(problems: list[str], backend, matrix: Matrix, specs, args):
+    """Print the payload problems or the budget overrun and return REFUSED, else the cost
+    estimate (None for backends without prices): the checks a submit and a dry run share."""
+    if problems:
+        print("\n".join([f"{len(problems)} problem(s) found; nothing was submitted:"] + [f"  - {p}" for p in problems]), file=sys.stderr)
+        return REFUSED
+    estimate = cost_plan(backend, matrix, specs, Path(args.runs_dir))
+    return REFUSED if refuse_budget(estimate, matrix) else estimate
+
+
 def refuse_budget(estimate: CostEstimate | None, matrix: Matrix) -> bool:
     """True (and says why) when the worst case of the runs to submit exceeds a budget."""
     if estimate is None:
@@ -578,11 +605,8 @@ def dry_run_remote(matrix: Matrix, specs, backend, args) -> int:
             rendered.append((s, backend.render(s)))
         except (BackendError, ValueError) as exc:
             problems.extend(str(exc).splitlines())
-    if problems:
-        print("\n".join([f"{len(problems)} problem(s) found; nothing was submitted:"] + [f"  - {p}" for p in problems]), file=sys.stderr)
-        return 2
-    estimate = cost_plan(backend, matrix, specs, Path(args.runs_dir))
-    if refuse_budget(estimate, matrix):
+    estimate = checked_estimate(problems, backend, matrix, specs, args)
+    if estimate is REFUSED:
         return 2
     notes = err if args.output else out
     notes.print(summary_table(matrix, specs[:DRY_RUN_TABLE_ROWS]))

@@ -13,6 +13,7 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
+from trainyard import distributed
 from trainyard.checkpoints import checkpoint_problem
 from trainyard.divergence import DivergenceGuard
 from trainyard.run_dir import RunDir, read_json, write_json_atomic
@@ -30,13 +31,16 @@ class RunContext:
     tracker: Any = None  # TrackioLogger | None
     divergence: str | None = None  # the reason, set when the guard stopped the run
     divergence_detail: dict[str, Any] | None = None  # {step, metric, value} for status.json
-    cancel_requested: bool = False
+    cancel_requested: bool = False  # a SIGTERM/SIGINT reached this process, or (torchrun) any rank
+    signaled: bool = False  # a SIGTERM/SIGINT reached this very process
     extra_metrics: dict[str, float] = field(default_factory=dict)
     # set when a remote artifacts repo takes checkpoints (hf-jobs, hub.upload_checkpoints):
     # called with each complete checkpoint folder the trainer saves
     on_checkpoint: Callable[[Path], None] | None = None
     segments: Segments | None = None
     final_step: int | None = None  # the trainer's global step when training ended
+    # torchrun: only the main process (global rank 0) writes the run dir, Trackio and the Hub
+    is_main: bool = field(default_factory=distributed.is_main)
 
     def __post_init__(self) -> None:
         self.clock = TrainClock()
@@ -48,6 +52,8 @@ class RunContext:
             return
         for m in messages:
             self.log.warning(m)
+        if not self.is_main:
+            return
         warnings = self.rundir.status().get("warnings") or []
         self.rundir.update_progress(warnings=[*warnings, *messages])
 
@@ -78,9 +84,9 @@ class RunContext:
         """SIGTERM (from the launcher / the cluster) asks for a checkpoint and a clean stop."""
 
         def handler(signum, frame):
-            if self.cancel_requested:  # second signal: stop now
+            if self.signaled:  # second signal: stop now
                 raise KeyboardInterrupt
-            self.cancel_requested = True
+            self.signaled = self.cancel_requested = True
             self.log.warning("received signal %s: saving a checkpoint and stopping", signum)
 
         signal.signal(signal.SIGTERM, handler)
@@ -95,6 +101,8 @@ class ProgressCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
+        if not self.ctx.is_main:
+            return
         fields: dict[str, Any] = {"step": state.global_step, "max_steps": state.max_steps}
         if "loss" in logs:
             fields["loss"] = logs["loss"]
@@ -158,11 +166,16 @@ class TrainClock(TrainerCallback, ExportableState):
 
 
 class CancelCallback(TrainerCallback):
+    """A cancel request stops training after this step with a checkpoint. Under torchrun
+    the signal may reach one rank only (a preempted node, `kill` of one worker): the flag
+    is combined over all ranks each step, so every rank saves and stops at the same step."""
+
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.ctx.cancel_requested:
+        if distributed.any_rank(self.ctx.cancel_requested):
+            self.ctx.cancel_requested = True
             control.should_save = True
             control.should_training_stop = True
 
@@ -175,6 +188,9 @@ class SavedCheckpointCheck(TrainerCallback):
         self.ctx = ctx
 
     def on_save(self, args, state, control, **kwargs):
+        # torchrun: each rank writes its own rng_state_<rank>.pth and the Trainer does not wait
+        # for them; rank 0 checks (and the uploader takes) the folder once all are written
+        distributed.barrier()
         if not state.is_world_process_zero:
             return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"

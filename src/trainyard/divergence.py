@@ -4,6 +4,10 @@ Configured by `train.divergence` (spec.DivergenceSpec). It watches what the trai
 computes, before the optimizer applies it: each step's loss (the sum of its micro-batch
 losses, taken from the trainer's `training_step`, so neither `logging_steps` nor the NaN
 filter hides it) and the gradient norm; and the trained weights before every save.
+
+Under torchrun every rank takes the same decision from the same numbers: the step loss is
+averaged over the ranks, and a non-finite gradient norm or weight on any rank counts on
+all (distributed.py), so no rank stops while another waits in the next step.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
+from trainyard import distributed
 from trainyard.contract import TRAIN_LOSS
 
 if TYPE_CHECKING:
@@ -63,12 +68,13 @@ class DivergenceGuard(TrainerCallback):
             return
         step = state.global_step + 1  # the step being taken
         loss, self._step_loss = self._step_loss, None
-        if loss is not None:
-            self._judge_loss(step, float(loss), control)
+        if distributed.any_rank(loss is not None):  # every rank joins (a world of 1: no-op)
+            self._judge_loss(step, distributed.mean(float(loss) if loss is not None else 0.0), control)
         if not self.tripped and model is not None:
             norm = _grad_norm(model)
-            if norm is not None and not math.isfinite(norm):
-                self._trip(control, step, "train/grad_norm", norm, "not finite")
+            bad = norm is not None and not math.isfinite(norm)
+            if distributed.any_rank(bad):
+                self._trip(control, step, "train/grad_norm", norm if bad else math.nan, "not finite")
 
     def _judge_loss(self, step: int, loss: float, control) -> None:
         if not math.isfinite(loss):
@@ -106,7 +112,8 @@ class DivergenceGuard(TrainerCallback):
             return
         if not self.tripped and control.should_save and model is not None:
             bad, total = nonfinite_tensors(model)
-            if bad:
+            if distributed.any_rank(bad > 0):  # sharded weights (FSDP): any rank's shard
+                bad = bad or 1
                 self._trip(control, state.global_step, "weights", math.nan, f"{bad} of {total} trained tensors not finite before saving checkpoint-{state.global_step}")
         if self.spiking and not self.tripped and control.should_save:
             control.should_save = False  # a spiking step's weights may be the bad ones: no checkpoint

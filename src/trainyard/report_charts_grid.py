@@ -46,8 +46,9 @@ def chart_heatmap(p: Pivot, metric: str, metric_label: str, sets: list[str], pat
         text[(i, j)] = t
     fig = Figure(figsize=(1.8 + 1.7 * len(p.col_values), 1.4 + 1.0 * len(p.row_values)))
     ax = fig.add_subplot()
-    cmap = __import__("matplotlib").colormaps["viridis" if direction(shown) == "max" else "viridis_r"].copy()
-    cmap.set_bad("#dddddd")
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis" if direction(shown) == "max" else "viridis_r"].with_extremes(bad="#dddddd")  # empty cells grey
     im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, aspect="auto")
     finite = grid[np.isfinite(grid)]
     mid = (finite.min() + finite.max()) / 2 if finite.size else 0

@@ -7,6 +7,11 @@ The same code runs as a local subprocess, in the Docker image, on HF Jobs and on
 Exit codes (contract.ExitCode): 0 completed, 1 failed, 2 bad spec/data, 3 diverged,
 75 another process already trains this run directory (nothing written), 130 canceled.
 One trainer per run directory: `<run>/.lock` is held for the whole run (run_lock.py).
+
+Under torchrun (backends/launch.py) every worker runs this module: the main process
+(global rank 0) holds the lock and alone writes the run directory, Trackio and the Hub;
+the others train and exit 0 once training has ended, leaving the run's outcome (and the
+exit code) to rank 0, unless they fail themselves (distributed.py).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from trainyard import distributed
 from trainyard.checkpoints import resume_point
 from trainyard.contract import SEGMENTS, WALL_TIME, ExitCode, RunState
 from trainyard.errors import BadInput, DataFormatError
@@ -48,12 +54,19 @@ class ConsoleFormatter(logging.Formatter):
 
 
 def setup_logging(rundir: RunDir) -> logging.Logger:
-    rundir.logs.mkdir(parents=True, exist_ok=True)
+    """logs/run.log and stderr; other torchrun ranks log to stderr only, tagged with their rank."""
+    main = distributed.is_main()
     fmt = logging.Formatter(LOG_FORMAT)
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     for h in list(root.handlers):
         root.removeHandler(h)
+    if not main:
+        sh = logging.StreamHandler(sys.stderr)
+        sh.setFormatter(logging.Formatter(f"[rank {distributed.rank()}] {LOG_FORMAT}"))
+        root.addHandler(sh)
+        return logging.getLogger("trainyard.run")
+    rundir.logs.mkdir(parents=True, exist_ok=True)
     fh = logging.FileHandler(rundir.log_file)
     fh.setFormatter(fmt)
     sh = logging.StreamHandler(sys.stderr)
@@ -103,12 +116,16 @@ def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = N
     from trainyard.tracking import TrackioLogger
 
     log = setup_logging(rundir)
+    main = distributed.is_main()
+    if not main:
+        return _execute_worker(spec, rundir, log)
     rundir.create()
     rundir.write_spec(spec.to_json())
     if uploader is not None:
         uploader.restore_checkpoint(spec)
     point = resume_point(rundir.checkpoints)
     resume = str(point.path) if point.path else None
+    distributed.from_main(resume)  # the other ranks resume from the same checkpoint (_execute_worker)
     try:
         precision = pick_precision(spec.train.precision)
     except BadInput as exc:  # e.g. fp16 on a machine without a GPU: a retry cannot fix it
@@ -126,7 +143,8 @@ def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = N
             shutil.rmtree(folder, ignore_errors=True)
     ctx.segments = Segments(rundir)
     ctx.segments.start(resume)
-    log.info("run %s/%s: recipe=%s model=%s device=%s precision=%s%s", spec.matrix, spec.name, spec.recipe, spec.model.name, ctx.device, ctx.precision, f" resuming from {resume}" if resume else "")
+    log.info("run %s/%s: recipe=%s model=%s device=%s precision=%s%s%s", spec.matrix, spec.name, spec.recipe, spec.model.name, ctx.device, ctx.precision,
+             f" world size {distributed.world_size()}" if distributed.is_distributed() else "", f" resuming from {resume}" if resume else "")
     if spec.tracking.enabled:
         ctx.tracker = TrackioLogger(spec, eval_names=[], rundir=rundir, resumed=resume is not None)
     try:
@@ -167,6 +185,36 @@ def execute(spec: RunSpec, rundir: RunDir, uploader: ArtifactUploader | None = N
     return ExitCode.for_state(state)
 
 
+def _execute_worker(spec: RunSpec, rundir: RunDir, log: logging.Logger) -> ExitCode:
+    """A torchrun rank other than 0: train in step with the others, write nothing. It exits 0
+    once training has ended however the run ended (rank 0 reports canceled / diverged and
+    exits with that code; a worker exiting 130 first would make torchrun stop rank 0 before
+    it has written status.json), and non-zero only for its own failures."""
+    from trainyard.context import RunContext
+    from trainyard.models import device_kind, pick_precision
+    from trainyard.recipes import load_recipe
+
+    resume = distributed.from_main(None)  # rank 0's pick of the newest complete checkpoint
+    if resume is not None and not Path(resume).is_dir():
+        log.error("rank %d cannot see %s: every node needs the run directory on shared storage to resume", distributed.rank(), resume)
+        return ExitCode.FAILED
+    if resume:
+        log.info("rank %d: resuming from %s", distributed.rank(), resume)
+    ctx = RunContext(spec=spec, rundir=rundir, precision=pick_precision(spec.train.precision), device=device_kind(), resume_from=resume, log=log)
+    ctx.install_signal_handlers()
+    try:
+        load_recipe(spec.recipe).train(spec, ctx)
+    except DataFormatError as exc:
+        log.error("bad data: %s", exc)
+        return ExitCode.BAD_INPUT
+    except KeyboardInterrupt:
+        return ExitCode.CANCELED
+    except Exception:
+        log.error("rank %d failed:\n%s", distributed.rank(), traceback.format_exc())
+        return ExitCode.FAILED
+    return ExitCode.COMPLETED
+
+
 def _failed_card(spec: RunSpec, rundir: RunDir, reason: str, log: logging.Logger) -> None:
     """A failed run's card says so (and never hides the failure if the card itself fails)."""
     try:
@@ -203,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.BAD_INPUT
     run_dir = args.run_dir or os.environ.get("TRAINYARD_RUN_DIR") or RunDir.for_run("runs", spec.matrix, spec.name).path
     rundir = RunDir(run_dir)
+    if not distributed.is_main():  # torchrun: rank 0 holds the lock for the whole launch
+        distributed.init()
+        try:
+            return int(execute(spec, rundir))
+        finally:
+            distributed.shutdown()
     # One trainer per run directory, taken before anything is written: a second trainer
     # leaves status.json, logs and checkpoints to the first.
     try:
@@ -218,10 +272,13 @@ def main(argv: list[str] | None = None) -> int:
             # Remote backends (hf-jobs) set $TRAINYARD_ARTIFACTS_REPO: the job's disk dies with it, so
             # the run's files (and its latest checkpoint) are mirrored to the Hub while it runs, and
             # a re-submitted run resumes from that checkpoint. A no-op for local runs.
+            distributed.init()
             with remote_artifacts(spec, rundir) as uploader:
                 return int(execute(spec, rundir, uploader))
         except Exception as exc:  # execute() records expected failures itself; this is the rest
             return _unexpected(rundir, exc)
+        finally:
+            distributed.shutdown()
 
 
 def _unexpected(rundir: RunDir, exc: Exception) -> int:

@@ -210,7 +210,7 @@ class TrainSpec(Section):
     batch_size: PositiveInt = Field(1, description="per-device train batch size")
     eval_batch_size: PositiveInt | None = Field(None, description="per-device eval batch size; default batch_size")
     grad_accum: PositiveInt = Field(1, description="gradient accumulation steps (effective batch = batch_size x grad_accum)")
-    lr: PositiveFloat = Field(2e-5, lt=1, description="peak learning rate")
+    lr: PositiveFloat = Field(2e-5, description="peak learning rate (1 or more is a warning: usually a typo such as 2e+5 for 2e-5)")
     scheduler: Scheduler = Field("linear", description="learning-rate schedule (transformers lr_scheduler_type)")
     scheduler_cycles: PositiveInt | None = Field(
         None, description="number of hard restarts for cosine_with_restarts"
@@ -232,6 +232,11 @@ class TrainSpec(Section):
     save_steps: PositiveInt | None = Field(None, description="checkpoint every N steps; default: once per epoch")
     save_total_limit: PositiveInt = Field(2, description="checkpoints kept")
     divergence: DivergenceSpec = Field(default_factory=DivergenceSpec, description="stop a run whose loss or gradients go non-finite or spike")
+    distributed: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto",
+        description="with several processes (resources.processes/gpus/nodes): ddp replicates the model, fsdp shards it; "
+        "auto: fsdp for a full fine-tune above 3B parameters, else ddp",
+    )
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> TrainSpec:

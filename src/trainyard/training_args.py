@@ -6,9 +6,12 @@ from typing import Any
 
 from trainyard.spec import RunSpec
 
+FSDP_AUTO_PARAMETERS = 3_000_000_000  # train.distributed auto: full fine-tunes above this shard
 
-def common_trainer_kwargs(spec: RunSpec, output_dir: str, precision: str, has_eval: bool) -> dict[str, Any]:
-    """Kwargs valid for TrainingArguments and its TRL subclasses (SFTConfig, DPOConfig)."""
+
+def common_trainer_kwargs(spec: RunSpec, output_dir: str, precision: str, has_eval: bool, model=None) -> dict[str, Any]:
+    """Kwargs valid for TrainingArguments and its TRL subclasses (SFTConfig, DPOConfig).
+    `model` (when built already) decides train.distributed: auto."""
     t = spec.train
     kwargs: dict[str, Any] = dict(
         output_dir=output_dir,
@@ -41,6 +44,7 @@ def common_trainer_kwargs(spec: RunSpec, output_dir: str, precision: str, has_ev
         dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding",  # tokens/s counts real tokens, not padding
     )
+    kwargs.update(distributed_kwargs(spec, model))
     if t.scheduler == "cosine_with_restarts" and t.scheduler_cycles:
         kwargs["lr_scheduler_kwargs"] = {"num_cycles": t.scheduler_cycles}
     if t.save_steps:
@@ -58,6 +62,35 @@ def common_trainer_kwargs(spec: RunSpec, output_dir: str, precision: str, has_ev
         # max_steps runs may never finish an epoch: save on a step cadence so resume works.
         kwargs.update(save_strategy="steps", save_steps=max(1, t.max_steps // 2))
     return kwargs
+
+
+def distributed_mode(spec: RunSpec, model=None) -> str:
+    """train.distributed resolved: 'ddp' or 'fsdp' (auto: fsdp for a full fine-tune of a model
+    above FSDP_AUTO_PARAMETERS; LoRA/QLoRA train few weights, DDP fits them)."""
+    mode = spec.train.distributed
+    if mode != "auto":
+        return mode
+    if spec.lora is not None or model is None:
+        return "ddp"
+    return "fsdp" if sum(p.numel() for p in model.parameters()) > FSDP_AUTO_PARAMETERS else "ddp"
+
+
+def distributed_kwargs(spec: RunSpec, model=None) -> dict[str, Any]:
+    """TrainingArguments for a torchrun world of several processes (none for one): gloo on CPU
+    (NCCL on GPUs is the Trainer's default), FSDP full sharding when chosen."""
+    from trainyard import distributed
+
+    if not distributed.is_distributed():
+        return {}
+    out: dict[str, Any] = {"ddp_find_unused_parameters": False}
+    if not _cuda():
+        out["ddp_backend"] = "gloo"
+    if distributed_mode(spec, model) == "fsdp":
+        # FSDP2 (fully_shard) around each transformer block, resharded after forward (full
+        # sharding); final/ and checkpoints hold whole (unsharded) weights, as with DDP
+        out["fsdp"] = True
+        out["fsdp_config"] = {"version": 2, "reshard_after_forward": True, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "state_dict_type": "FULL_STATE_DICT"}
+    return out
 
 
 def _cuda() -> bool:

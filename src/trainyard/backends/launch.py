@@ -113,7 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     """torchrun with the first failed worker's exit code (a signal N becomes 128 + N)."""
     import os
 
+    from trainyard.run_lock import PARENT_PID_ENV, die_with_parent
+
     os.environ.setdefault(SHUTDOWN_TIMEOUT_ENV, str(DEFAULT_SHUTDOWN_TIMEOUT_S))
+    if os.environ.get(PARENT_PID_ENV, "").isdigit():  # the local launcher: SIGTERM us when it dies
+        die_with_parent(int(os.environ[PARENT_PID_ENV]))
+        # the workers are our children (in sessions of their own): they die with us, in turn
+        os.environ[PARENT_PID_ENV] = str(os.getpid())
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run

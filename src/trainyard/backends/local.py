@@ -21,6 +21,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from trainyard.backends.launch import SHUTDOWN_TIMEOUT_ENV, LaunchShapeError, launch_command
 from trainyard.contract import DONE_STATES, ExitCode, RunState
 from trainyard.run_dir import FINAL_STATES, RunDir, disk_fault_message
 from trainyard.run_lock import (
@@ -142,16 +143,39 @@ def set_aside(rundir: RunDir) -> Path:
     return target
 
 
+def run_command(spec: RunSpec, rundir: RunDir) -> list[str]:
+    """`python -m trainyard.run`, or with `resources.processes: K` (> 1) torchrun's
+    `--standalone --nproc-per-node K` around it (backends/launch.py): its rendezvous takes a
+    free port, so parallel local runs never collide; the Trainer uses gloo on CPU."""
+    cmd = launch_command(spec, str(rundir.path))
+    return [sys.executable, *cmd[1:], "--spec", str(rundir.spec_file)]
+
+
+def shape_problems(specs: list[RunSpec]) -> list[str]:
+    """Launch shapes this backend cannot start (several nodes), found before any run starts."""
+    problems = []
+    for spec in specs:
+        try:
+            launch_command(spec, "-")
+        except LaunchShapeError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def _start(job: LocalJob) -> None:
     log = open(job.rundir.logs / "stdout.log", "ab")  # noqa: SIM115 - owned by the child
     # The child asks for SIGTERM when we die (run_lock.die_with_parent). Linux sends it when
-    # the forking *thread* exits, so run_local runs on the main thread.
+    # the forking *thread* exits, so run_local runs on the main thread. Under torchrun the
+    # wrapper asks for it, and its workers in turn die with it (launch.main).
     env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_PID_ENV: str(os.getpid())}
+    # torchrun forwards our SIGTERM to its workers and SIGKILLs them after this long: before
+    # _cancel's own SIGKILL of the wrapper, so the workers' checkpoint has all the time left
+    env.setdefault(SHUTDOWN_TIMEOUT_ENV, str(GRACE_SECONDS - 10))
     src = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
         job.proc = subprocess.Popen(
-            [sys.executable, "-m", "trainyard.run", "--spec", str(job.rundir.spec_file), "--run-dir", str(job.rundir.path)],
+            run_command(job.spec, job.rundir),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -46,7 +46,7 @@ def token_weighted_loss(trainer, dataset) -> TokenLoss:
     was_training = model.training
     model.eval()
     nll, tokens, correct, nonfinite = 0.0, 0, 0, 0
-    loader = trainer.get_eval_dataloader(dataset)
+    loader = whole_set_loader(trainer, dataset)
     with torch.inference_mode():
         for batch in loader:
             batch = trainer._prepare_inputs(batch)
@@ -70,3 +70,17 @@ def token_weighted_loss(trainer, dataset) -> TokenLoss:
     if was_training:
         model.train()
     return TokenLoss(nll, tokens, correct, nonfinite)
+
+
+def whole_set_loader(trainer, dataset):
+    """The trainer's eval loader; under torchrun an unsharded one over the whole set (the
+    Trainer's own gives each rank a share padded with repeats), so the numbers equal a
+    single process's."""
+    from trainyard import distributed
+
+    if not distributed.is_distributed():
+        return trainer.get_eval_dataloader(dataset)
+    from torch.utils.data import DataLoader
+
+    dataset = trainer._remove_unused_columns(dataset, description="evaluation")
+    return DataLoader(dataset, batch_size=trainer.args.per_device_eval_batch_size, collate_fn=trainer.data_collator)

@@ -11,7 +11,7 @@ from typing import Any
 
 from trainyard.context import RunContext
 from trainyard.data.lm import lm_collator, load_eval_texts, load_train_texts, to_blocks
-from trainyard.recipes.common import save_final, train_and_summarize
+from trainyard.recipes.common import evaluates_here, save_final, train_and_summarize
 from trainyard.spec import RunSpec
 from trainyard.training_args import common_trainer_kwargs
 
@@ -48,11 +48,11 @@ def blocks(spec: RunSpec, tokenizer, train_texts: list[str], eval_texts: dict[st
     return data
 
 
-def trainer_args(spec: RunSpec, ctx: RunContext, has_eval: bool):
+def trainer_args(spec: RunSpec, ctx: RunContext, has_eval: bool, model=None):
     from transformers import TrainingArguments
 
     # Our blocks carry no extra columns; keep input_ids/attention_mask for the collator.
-    return TrainingArguments(**common_trainer_kwargs(spec, str(ctx.rundir.checkpoints), ctx.precision, has_eval=has_eval))
+    return TrainingArguments(**common_trainer_kwargs(spec, str(ctx.rundir.checkpoints), ctx.precision, has_eval=has_eval, model=model))
 
 
 def final_eval(spec: RunSpec, trainer, tokenizer, data: LMData) -> dict[str, float]:
@@ -74,7 +74,7 @@ def make_trainer(trainer_cls, spec: RunSpec, ctx: RunContext, model, tokenizer, 
     """A transformers Trainer (or subclass) on the blocks, one eval set per named dataset."""
     return trainer_cls(
         model=model,
-        args=trainer_args(spec, ctx, has_eval=bool(data.eval_blocks)),
+        args=trainer_args(spec, ctx, has_eval=bool(data.eval_blocks), model=model),
         train_dataset=data.train,
         eval_dataset=data.eval_blocks or None,
         data_collator=lm_collator(tokenizer),
@@ -88,7 +88,7 @@ def train_and_finish(spec: RunSpec, ctx: RunContext, trainer, tokenizer, data: L
     """Train (resumable), then history, metrics, final per-set evaluation and final/."""
     names = list(data.eval_blocks)
     metrics = train_and_summarize(trainer, ctx, names)
-    if ctx.cancel_requested:
+    if ctx.cancel_requested or not evaluates_here(ctx):
         return metrics
     if ctx.divergence is None and data.eval_texts:
         metrics.update(final_eval(spec, trainer, tokenizer, data))

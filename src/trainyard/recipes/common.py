@@ -31,7 +31,8 @@ def train_and_summarize(trainer, ctx: RunContext, eval_names: list[str]) -> dict
         ctx.log.info("nothing left to train (%s): finishing the run", done)
     ctx.clock.stop()
     ctx.final_step = trainer.state.global_step
-    ctx.rundir.write_history(trainer.state.log_history)
+    if ctx.is_main:
+        ctx.rundir.write_history(trainer.state.log_history)
     return whole_run_metrics(trainer.state, ctx.clock.seconds())
 
 
@@ -53,6 +54,14 @@ def whole_run_metrics(state, train_seconds: float) -> dict[str, float]:
     return metrics
 
 
+def evaluates_here(ctx: RunContext) -> bool:
+    """Whether this process runs the post-training evaluations and the final save. Under
+    torchrun DDP only rank 0 does (whole sets, unsharded: the same numbers as one process;
+    the others exit once training has ended). FSDP shards the weights, so there every rank
+    runs them in step (same inputs, same results) and only rank 0 writes."""
+    return ctx.is_main or ctx.spec.train.distributed == "fsdp"
+
+
 def save_final(trainer, tokenizer, ctx: RunContext) -> None:
     """final/: the adapter (LoRA) or the full model, plus the tokenizer. Never for a
     diverged run, and never non-finite weights."""
@@ -64,5 +73,6 @@ def save_final(trainer, tokenizer, ctx: RunContext) -> None:
         if bad:
             ctx.diverged(trainer.state.global_step, "weights", math.nan, f"{bad} of {total} trained tensors not finite before saving final/")
             return
-    trainer.save_model(str(ctx.rundir.final))
-    tokenizer.save_pretrained(str(ctx.rundir.final))
+    trainer.save_model(str(ctx.rundir.final))  # the Trainer writes on rank 0 only (FSDP: gathered first)
+    if ctx.is_main:
+        tokenizer.save_pretrained(str(ctx.rundir.final))

@@ -25,7 +25,7 @@ from trainyard.models import (
     lora_config,
     quantization_config,
 )
-from trainyard.recipes.common import save_final, train_and_summarize
+from trainyard.recipes.common import evaluates_here, save_final, train_and_summarize
 from trainyard.spec import RunSpec
 from trainyard.training_args import common_trainer_kwargs
 
@@ -51,7 +51,7 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
     model = load_model(spec, ctx.precision)
     d = spec.dpo
     args = DPOConfig(
-        **common_trainer_kwargs(spec, str(ctx.rundir.checkpoints), ctx.precision, has_eval=held_out is not None),
+        **common_trainer_kwargs(spec, str(ctx.rundir.checkpoints), ctx.precision, has_eval=held_out is not None, model=model),
         max_length=spec.train.max_length,
         truncation_mode=d.truncation_mode,
         beta=d.beta,
@@ -72,7 +72,7 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
     ctx.extra_metrics.update(count_parameters(trainer.model))
 
     metrics: dict[str, float] = {}
-    if ctx.resume_from is None:
+    if ctx.resume_from is None and evaluates_here(ctx):
         if spec.eval.tatqa is not None:
             metrics.update(_tatqa_generation(trainer.model, tokenizer, spec, ctx, prefix="tatqa_before"))
         metrics.update(generation_evals(trainer.model, tokenizer, spec, ctx, before=True))
@@ -80,9 +80,11 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
     metrics.update(_last_train_logs(trainer.state.log_history, eval_name))
     if ctx.cancel_requested:
         return metrics
+    if ctx.divergence is None and trainer.eval_dataset is not None:
+        metrics.update(_final_eval(trainer, eval_name))  # trainer.evaluate(): every rank, gathered
+    if not evaluates_here(ctx):
+        return metrics
     if ctx.divergence is None:
-        if trainer.eval_dataset is not None:
-            metrics.update(_final_eval(trainer, eval_name))
         if spec.eval.tatqa is not None:
             metrics.update(_tatqa_generation(trainer.model, tokenizer, spec, ctx, prefix="tatqa"))
         metrics.update(generation_evals(trainer.model, tokenizer, spec, ctx))

@@ -12,11 +12,13 @@ from __future__ import annotations
 from transformers import Trainer
 
 from trainyard.context import RunContext
+from trainyard.evaluation.trainer_eval import whole_set_loader
 from trainyard.losses import mixed_ce_cosine_loss
 from trainyard.metrics import safe_exp
 from trainyard.models import count_parameters, load_tokenizer
 from trainyard.recipes._lm import blocks, load_texts, make_trainer, train_and_finish
 from trainyard.recipes.clm import build_model
+from trainyard.recipes.common import evaluates_here
 from trainyard.spec import MixedLossSpec, RunSpec
 
 
@@ -81,7 +83,7 @@ class MixedLossTrainer(Trainer):
         was_training = self.model.training
         self.model.eval()
         with torch.no_grad():
-            for batch in self.get_eval_dataloader(dataset):
+            for batch in whole_set_loader(self, dataset):
                 self.compute_loss(self.model, self._prepare_inputs(batch))
         self.model.train(was_training)
         out = self._eval_sums.report("")
@@ -107,7 +109,7 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
     ctx.extra_metrics.update(count_parameters(model))
     trainer = make_trainer(MixedLossTrainer, spec, ctx, model, tokenizer, data, mixed_loss=spec.mixed_loss)
     metrics = train_and_finish(spec, ctx, trainer, tokenizer, data)
-    if ctx.divergence is None and not ctx.cancel_requested:
+    if ctx.divergence is None and not ctx.cancel_requested and evaluates_here(ctx):
         # Final eval/<name>/loss is CE (comparable across α, T); add the objective's parts.
         for name, ds in data.eval_blocks.items():
             metrics.update({f"eval/{name}/{k}": v for k, v in trainer.loss_parts(ds).items()})

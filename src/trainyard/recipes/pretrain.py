@@ -8,6 +8,7 @@ Reports model/parameters, model/memory_mb, train/tokens_per_second and train/run
 
 from __future__ import annotations
 
+from trainyard import distributed
 from trainyard.arch import build_model, describe, model_memory_mb
 from trainyard.context import RunContext
 from trainyard.errors import DataFormatError
@@ -30,13 +31,18 @@ def get_tokenizer(spec: RunSpec, ctx: RunContext, texts: list[str]):
             tok.pad_token = tok.eos_token
     else:
         saved = ctx.rundir.path / "tokenizer"
-        if (saved / "tokenizer.json").is_file():
+        if not ctx.is_main:  # torchrun: rank 0 trains and saves it, the others load that one
+            distributed.barrier()
+            tok = AutoTokenizer.from_pretrained(saved)
+        elif (saved / "tokenizer.json").is_file():
             tok = AutoTokenizer.from_pretrained(saved)
         else:
             vocab = spec.lm.tokenizer_vocab_size or arch.vocab_size
             tok = train_bpe_tokenizer(texts, vocab, model_max_length=arch.max_position_embeddings)
             tok.save_pretrained(saved)
             ctx.log.info("trained a byte-level BPE tokenizer on %d texts: %d tokens", len(texts), len(tok))
+        if ctx.is_main:
+            distributed.barrier()
     if len(tok) > arch.vocab_size:
         raise DataFormatError(
             f"architecture.vocab_size {arch.vocab_size} is smaller than the tokenizer "

@@ -13,7 +13,7 @@ from trainyard.data.loading import load_examples
 from trainyard.evaluation.post_train import generation_evals
 from trainyard.evaluation.trainer_eval import token_weighted_loss
 from trainyard.models import count_parameters, load_model, load_tokenizer, lora_config
-from trainyard.recipes.common import save_final, train_and_summarize
+from trainyard.recipes.common import evaluates_here, save_final, train_and_summarize
 from trainyard.spec import DataSpec, RunSpec
 from trainyard.training_args import common_trainer_kwargs
 
@@ -40,7 +40,7 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
 
     model = load_model(spec, ctx.precision)
     args = SFTConfig(
-        **common_trainer_kwargs(spec, str(ctx.rundir.checkpoints), ctx.precision, has_eval=bool(eval_sets)),
+        **common_trainer_kwargs(spec, str(ctx.rundir.checkpoints), ctx.precision, has_eval=bool(eval_sets), model=model),
         max_length=spec.train.max_length,
         packing=spec.train.packing,
         # PITFALLS: bfd packing forces padding-free batches, slow without FlashAttention.
@@ -58,9 +58,9 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
         callbacks=ctx.callbacks(names),
     )
     ctx.extra_metrics.update(count_parameters(trainer.model))
-    before = generation_evals(trainer.model, tokenizer, spec, ctx, before=True) if ctx.resume_from is None else {}
+    before = generation_evals(trainer.model, tokenizer, spec, ctx, before=True) if ctx.resume_from is None and evaluates_here(ctx) else {}
     metrics = {**before, **train_and_summarize(trainer, ctx, names)}
-    if ctx.cancel_requested:
+    if ctx.cancel_requested or not evaluates_here(ctx):
         return metrics
     if ctx.divergence is None:
         for name, ds in trainer.eval_dataset.items() if isinstance(trainer.eval_dataset, dict) else []:
