@@ -470,12 +470,8 @@ def submit_remote(matrix: Matrix, specs, args) -> int:
     backend = get_backend(args.backend)
     if args.dry_run:  # renders (and so validates) every run once
         return dry_run_remote(matrix, specs, backend, args)
-    problems = validate_all(specs, backend)
-    if problems:
-        print("\n".join([f"{len(problems)} problem(s) found; nothing was submitted:"] + [f"  - {p}" for p in problems]), file=sys.stderr)
-        return 2
-    estimate = cost_plan(backend, matrix, specs, Path(args.runs_dir))
-    if refuse_budget(estimate, matrix):
+    estimate = checked_estimate(validate_all(specs, backend), backend, matrix, specs, args)
+    if estimate is REFUSED:
         return 2
     runs_root = Path(args.runs_dir)
     try:
@@ -570,6 +566,19 @@ def confirm_cost(estimate: CostEstimate, yes: bool) -> bool:
     return input("submit? [y/N] ").strip().lower() in ("y", "yes")
 
 
+REFUSED = object()  # checked_estimate's answer when the submit must not go on
+
+
+def checked_estimate(problems: list[str], backend, matrix: Matrix, specs, args):
+    """Print the payload problems or the budget overrun and return REFUSED, else the cost
+    estimate (None for backends without prices): the checks a submit and a dry run share."""
+    if problems:
+        print("\n".join([f"{len(problems)} problem(s) found; nothing was submitted:"] + [f"  - {p}" for p in problems]), file=sys.stderr)
+        return REFUSED
+    estimate = cost_plan(backend, matrix, specs, Path(args.runs_dir))
+    return REFUSED if refuse_budget(estimate, matrix) else estimate
+
+
 def refuse_budget(estimate: CostEstimate | None, matrix: Matrix) -> bool:
     """True (and says why) when the worst case of the runs to submit exceeds a budget."""
     if estimate is None:
@@ -596,11 +605,8 @@ def dry_run_remote(matrix: Matrix, specs, backend, args) -> int:
             rendered.append((s, backend.render(s)))
         except (BackendError, ValueError) as exc:
             problems.extend(str(exc).splitlines())
-    if problems:
-        print("\n".join([f"{len(problems)} problem(s) found; nothing was submitted:"] + [f"  - {p}" for p in problems]), file=sys.stderr)
-        return 2
-    estimate = cost_plan(backend, matrix, specs, Path(args.runs_dir))
-    if refuse_budget(estimate, matrix):
+    estimate = checked_estimate(problems, backend, matrix, specs, args)
+    if estimate is REFUSED:
         return 2
     notes = err if args.output else out
     notes.print(summary_table(matrix, specs[:DRY_RUN_TABLE_ROWS]))

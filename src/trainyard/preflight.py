@@ -536,6 +536,9 @@ def preflight(specs: list[RunSpec], fname: str, target: str | None, line_of: Cal
             line = line_of(key.split("[")[0]) if line_of else None
             (report.warnings if warn else report.errors).append(Problem(fname, message, run=spec.name, key=key, line=line))
 
+        if spec.train.lr >= 1:  # legal (a divergence test), but almost always a typo: 2e+5 for 2e-5
+            typo = f"{spec.train.lr:.0e}".replace("e+", "e-")
+            add("train.lr", f"learning rate {spec.train.lr:g} is 1 or more, usually a typo (did you mean {typo}?); training will almost surely diverge", warn=True)
         for key, value in spec.sources() if "paths" in checks else ():
             if _missing_local(value):
                 add(key, f"local path {value!r} does not exist; create it or use a Hub id"

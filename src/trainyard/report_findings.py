@@ -23,14 +23,21 @@ def _value_text(metric: str, g: Group, sets: list[str]) -> str:
     return text
 
 
-def best_finding(metric: str, label: str, groups: list[Group], base: Group | None, sets: list[str]) -> str | None:
+def _winners(metric: str, groups: list[Group], sets: list[str]) -> tuple[list[tuple[Group, float]], list[Group]]:
+    """(every ranked group with its value, the groups at the best value); ([], []) when nothing ranks."""
     way = direction(f"eval/avg/{metric[4:]}" if metric.startswith("avg/") else metric)
     ranked = [(g, g.mean(metric, sets)) for g in groups if g.rankable]
     ranked = [(g, v) for g, v in ranked if v is not None]
     if way is None or not ranked:
-        return None
+        return [], []
     best_v = (min if way == "min" else max)(v for _, v in ranked)
-    winners = [g for g, v in ranked if v == best_v]
+    return ranked, [g for g, v in ranked if v == best_v]
+
+
+def best_finding(metric: str, label: str, groups: list[Group], base: Group | None, sets: list[str]) -> str | None:
+    ranked, winners = _winners(metric, groups, sets)
+    if not ranked:
+        return None
     if len(ranked) == 1:
         return f"{label}: only **{winners[0].name}** has a ranked value ({_value_text(metric, winners[0], sets)})."
     if len(winners) == len(ranked):
@@ -90,11 +97,6 @@ def findings(groups: list[Group], results: list[RunResult], base: Group | None, 
 
 
 def best_group(metric: str, groups: list[Group], sets: list[str]) -> Group | None:
-    way = direction(f"eval/avg/{metric[4:]}" if metric.startswith("avg/") else metric)
-    ranked = [(g, g.mean(metric, sets)) for g in groups if g.rankable]
-    ranked = [(g, v) for g, v in ranked if v is not None]
-    if way is None or not ranked:
-        return None
-    best_v = (min if way == "min" else max)(v for _, v in ranked)
-    winners = [g for g, v in ranked if v == best_v]
+    """The unique best group (None on a tie or when nothing ranks)."""
+    _, winners = _winners(metric, groups, sets)
     return winners[0] if len(winners) == 1 else None

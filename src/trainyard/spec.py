@@ -210,7 +210,7 @@ class TrainSpec(Section):
     batch_size: PositiveInt = Field(1, description="per-device train batch size")
     eval_batch_size: PositiveInt | None = Field(None, description="per-device eval batch size; default batch_size")
     grad_accum: PositiveInt = Field(1, description="gradient accumulation steps (effective batch = batch_size x grad_accum)")
-    lr: PositiveFloat = Field(2e-5, lt=1, description="peak learning rate")
+    lr: PositiveFloat = Field(2e-5, description="peak learning rate (1 or more is a warning: usually a typo such as 2e+5 for 2e-5)")
     scheduler: Scheduler = Field("linear", description="learning-rate schedule (transformers lr_scheduler_type)")
     scheduler_cycles: PositiveInt | None = Field(
         None, description="number of hard restarts for cosine_with_restarts"
