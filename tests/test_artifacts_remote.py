@@ -188,6 +188,7 @@ def repo_store(root: Path, copy_of: Path | None = None) -> FakeRepoStore:
     return store
 
 
+@pytest.mark.slow  # trains a whole run
 def test_entrypoint_round_trip_through_the_artifacts_repo(tmp_path, first_job):
     """trainyard.run in its own process, as a job runs it: files reach the repo; sync + report read them back."""
     from trainyard.matrix import load_matrix
@@ -375,6 +376,7 @@ def test_the_callback_hands_saved_checkpoints_to_the_uploader(tmp_path, spec):
     assert got == [ck]
 
 
+@pytest.mark.slow  # trains a whole run
 def test_a_killed_job_is_resumed_by_the_next_one_from_its_uploaded_checkpoint(tmp_path, tiny_model):
     """Job 1 saves at step 2 and is killed at step 3; job 2 (an empty disk) gets checkpoint-2
     from the repo and trains steps 3-4 only."""

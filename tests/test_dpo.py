@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from trainyard.contract import ExitCode
+from trainyard.contract import PADDING_FRACTION, ExitCode
 from trainyard.data.prompt_truncation import prompt_token_count, truncate_prompt, truncate_prompts
 from trainyard.data.tatqa_pairs import load_tatqa_pairs
 from trainyard.errors import SpecError
@@ -86,6 +86,7 @@ def test_smoke_drops_quantization_and_fits_the_prompt_budget(tiny):
     assert s.dpo.max_prompt_length < s.train.max_length
 
 
+@pytest.mark.slow  # trains a whole run
 def test_end_to_end_smoke_run_logs_finite_dpo_metrics(tmp_path, tiny, monkeypatch):
     """Two optimizer steps on the tiny model; reward metrics reach metrics.json and Trackio."""
     from trainyard.run import execute
@@ -105,6 +106,7 @@ def test_end_to_end_smoke_run_logs_finite_dpo_metrics(tmp_path, tiny, monkeypatc
                 "eval/heldout/loss", "eval/heldout/rewards/accuracies", "eval/heldout/rewards/margins"):
         assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
     assert 0.0 <= metrics["eval/heldout/rewards/accuracies"] <= 1.0
+    assert 0.0 <= metrics[PADDING_FRACTION] < 1.0  # of the length-grouped chosen/rejected rows
     # TAT-QA generation eval before and after training (8 fixture questions in --smoke)
     for prefix in ("tatqa_before", "tatqa"):
         assert metrics[f"{prefix}/questions"] == 8.0

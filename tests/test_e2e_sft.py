@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from trainyard.contract import PADDING_FRACTION
 from trainyard.matrix import load_matrix
 from trainyard.run_dir import RunDir
 from trainyard.smoke import smoke_spec
@@ -71,6 +72,7 @@ def _spec(tiny_model, **train):
     return spec.model_copy(update={"train": spec.train.model_copy(update=train)})
 
 
+@pytest.mark.slow  # trains a whole run
 def test_interrupted_run_resumes_from_last_checkpoint(tmp_path, tiny_model):
     from trainyard.backends.local import run_local
 
@@ -79,6 +81,7 @@ def test_interrupted_run_resumes_from_last_checkpoint(tmp_path, tiny_model):
     rd = RunDir.for_run(tmp_path, spec.matrix, spec.name)
     full_history = [h["step"] for h in rd.history() if "loss" in h]
     assert full_history == [1, 2, 3, 4]
+    assert 0.0 <= rd.metrics()[PADDING_FRACTION] < 1.0
     # Simulate a crash after step 2: later checkpoint and outputs gone, state not final.
     import shutil
 
@@ -115,6 +118,7 @@ def test_ctrl_c_cancels_cleanly_and_checkpoints(tmp_path, tiny_model):
     assert rd.last_checkpoint() is not None  # the run saved where it stopped
 
 
+@pytest.mark.slow  # trains a whole run
 def test_bad_data_fails_that_run_only_with_a_clear_reason(tmp_path, tiny_model):
     from trainyard.backends.local import run_local
 
@@ -133,6 +137,7 @@ def test_bad_data_fails_that_run_only_with_a_clear_reason(tmp_path, tiny_model):
     assert any("limit=5000" in w and "using all of them" in w for w in ok["warnings"])
 
 
+@pytest.mark.slow  # trains a whole run
 def test_parallel_runs_and_smoke_hub_push_goes_to_the_run_dir(tmp_path, tiny_model):
     from trainyard.backends.local import run_local
 

@@ -47,6 +47,7 @@ def test_judge_key_travels_only_as_a_secret(write_yaml, monkeypatch):
     assert '{"name": "JUDGE_KEY", "valueFrom": {"secretKeyRef": {"name": "trainyard-judge", "key": "JUDGE_KEY"}}}' in manifest
 
 
+@pytest.mark.slow  # trains a whole run
 def test_sft_run_records_judge_scores_before_and_after(tmp_path, write_yaml, tiny_model):
     from trainyard.backends.local import run_local
     from trainyard.run_dir import RunDir

@@ -52,6 +52,7 @@ def test_clm_end_to_end_logs_every_eval_set(tiny, tmp_path):
     assert metrics["train/tokens_per_second"] > 0
 
 
+@pytest.mark.slow  # trains a whole run
 def test_clm_with_lora_saves_an_adapter(tiny, tmp_path):
     from trainyard.spec import EvalSpec, LoraSpec
 
@@ -64,6 +65,7 @@ def test_clm_with_lora_saves_an_adapter(tiny, tmp_path):
     assert metrics["model/trainable_parameters"] < metrics["model/parameters"]
 
 
+@pytest.mark.slow  # trains a whole run
 def test_pretrain_end_to_end_reports_size_and_speed(tiny, tmp_path):
     metrics, rundir = smoke_run("slm_wikitext103.yaml", "base", tiny, tmp_path)
     from trainyard.arch import count_config_parameters
@@ -78,6 +80,7 @@ def test_pretrain_end_to_end_reports_size_and_speed(tiny, tmp_path):
     assert (rundir.final / "tokenizer.json").is_file()
 
 
+@pytest.mark.slow  # trains a whole run
 def test_mixed_loss_end_to_end_logs_ce_cos_and_accuracy(tiny, tmp_path):
     metrics, rundir = smoke_run("mixed_loss_wt2.yaml", "mixed_a0.5_k256", tiny, tmp_path)
     name = "wikitext2_val"
@@ -94,6 +97,7 @@ def test_mixed_loss_end_to_end_logs_ce_cos_and_accuracy(tiny, tmp_path):
     assert any("ce_loss" in e and "loss" in e for e in history)  # training logs carry the parts too
 
 
+@pytest.mark.slow  # trains a whole run
 def test_mixed_loss_alpha_zero_trains_on_plain_ce(tiny, tmp_path):
     """The baseline arm: the trainer's training loss is the plain CE it logs."""
     metrics, rundir = smoke_run("mixed_loss_wt2.yaml", "ce", tiny, tmp_path)

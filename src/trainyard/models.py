@@ -76,6 +76,16 @@ def quantization_config(q: QuantizationSpec | None, smoke: bool = False):
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
+def default_attention(precision: str) -> str | None:
+    """FlashAttention 2 on CUDA in bf16/fp16 when flash-attn is installed (varlen kernels:
+    packed batches stay padding-free); otherwise transformers' default (SDPA)."""
+    import importlib.util
+
+    if precision in ("bf16", "fp16") and device_kind() == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return None
+
+
 def load_model(spec: RunSpec, precision: str, **extra: Any):
     import torch
     from transformers import AutoModelForCausalLM
@@ -85,8 +95,9 @@ def load_model(spec: RunSpec, precision: str, **extra: Any):
         trust_remote_code=spec.model.trust_remote_code,
         dtype=getattr(torch, DTYPES[precision]),
     )
-    if spec.model.attn_implementation:
-        kwargs["attn_implementation"] = spec.model.attn_implementation
+    attn = spec.model.attn_implementation or default_attention(precision)
+    if attn:
+        kwargs["attn_implementation"] = attn
     qconf = quantization_config(spec.quantization)
     if qconf is not None:
         kwargs["quantization_config"] = qconf

@@ -96,7 +96,7 @@ def smoke_spec(spec: RunSpec, tiny_model_dir: str) -> RunSpec:
         precision="auto",
         gradient_checkpointing=False,
         logging_steps=1,
-        save_steps=None,
+        save_steps=max(1, SMOKE_MAX_STEPS // 2),  # a checkpoint before the end: resume is exercised
         warmup_steps=min(t["warmup_steps"], 1),
     )
     d["tracking"].update(space_id=None, server_url=None, project=None)

@@ -219,10 +219,13 @@ class TrainSpec(Section):
     warmup_steps: int = Field(0, ge=0, description="warm-up steps (instead of warmup_ratio)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
-    optimizer: Optimizer = Field("adamw_torch", description="transformers optim name, e.g. adamw_torch, adamw_8bit, adafactor")
+    optimizer: Optimizer = Field("adamw_torch_fused", description="transformers optim name (default: its own default on torch >= 2.8, one fused kernel per step), e.g. adamw_torch, adamw_8bit, adafactor")
     max_length: PositiveInt = Field(1024, description="tokens per example / block (checked against the model's positions)")
-    packing: bool = Field(False, description="sft: pack several examples into one sequence")
+    packing: bool = Field(False, description="sft: pack whole examples into rows (best-fit), each attending only to itself")
     completion_only_loss: bool = Field(True, description="sft: loss on the completion tokens only")
+    group_by_length: bool = Field(True, description="sft/dpo without packing: batch examples of similar length (less padding)")
+    use_liger_kernel: bool = Field(False, description="Liger fused kernels (CUDA, needs liger-kernel installed)")
+    torch_compile: bool = Field(False, description="torch.compile the model")
     gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 on GPUs that have it, fp16 on older GPUs, fp32 on CPU"

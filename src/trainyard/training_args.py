@@ -43,6 +43,8 @@ def common_trainer_kwargs(spec: RunSpec, output_dir: str, precision: str, has_ev
         disable_tqdm=True,
         dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding",  # tokens/s counts real tokens, not padding
+        use_liger_kernel=t.use_liger_kernel,
+        torch_compile=t.torch_compile,
     )
     kwargs.update(distributed_kwargs(spec, model))
     if t.scheduler == "cosine_with_restarts" and t.scheduler_cycles:
@@ -58,9 +60,6 @@ def common_trainer_kwargs(spec: RunSpec, output_dir: str, precision: str, has_ev
             kwargs["eval_steps"] = e.steps
     else:
         kwargs["eval_strategy"] = "no"
-    if t.max_steps and not t.save_steps:
-        # max_steps runs may never finish an epoch: save on a step cadence so resume works.
-        kwargs.update(save_strategy="steps", save_steps=max(1, t.max_steps // 2))
     return kwargs
 
 

@@ -33,9 +33,9 @@ from trainyard.run_dir import json_safe
 
 Mode = Literal["rolling", "block"]
 MODES: tuple[str, ...] = ("rolling", "block")
-# Elements of float32 logits materialized at once when scoring (512 MiB): bounds memory for
-# large vocabularies without a Python loop per token.
-_LOGIT_CHUNK_ELEMENTS = 2**27
+# Elements of float32 logits materialized at once when scoring (32 MiB): bounds memory for
+# large vocabularies (a chunk stays cache-friendly) without a Python loop per token.
+_LOGIT_CHUNK_ELEMENTS = 2**23
 
 
 def count_words(text: str) -> int:
@@ -139,62 +139,154 @@ def _special_id(tokenizer, which: str) -> int:
 def score_windows(model, windows: list[Window], *, batch_size: int, pad_id: int) -> tuple[list[float], int, int]:
     """Summed NLL (nats, float64) per window, argmax-correct count, non-finite token count.
 
-    Windows are batched longest first so each batch holds similar lengths; padding is on
-    the right, so causal attention keeps it out of every real position, and it is never
-    scored.
+    Windows are batched longest first, so each batch holds similar lengths, and a batch
+    holds as many windows as fit in `batch_size` × the longest window's tokens (short
+    windows share a batch, memory stays that of the first batch). Padding is on the right,
+    so causal attention keeps it out of every real position, and it is never scored; only
+    scored positions get logits (see ScoredForward).
     """
     import torch
-    import torch.nn.functional as F
 
-    device = _input_device(model)
     order = sorted(range(len(windows)), key=lambda i: windows[i].input_len, reverse=True)
     window_nll = torch.zeros(len(windows), dtype=torch.float64)
-    correct = 0
-    nonfinite = 0
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                batch = [windows[i] for i in idx]
-                width = batch[0].input_len
-                input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                attention = torch.zeros((len(batch), width), dtype=torch.long)
-                rows, cols, targets, owner = [], [], [], []
-                for r, (i, w) in enumerate(zip(idx, batch, strict=True)):
-                    n = w.input_len
-                    input_ids[r, :n] = torch.tensor(w.tokens[:-1])
-                    attention[r, :n] = 1
-                    first = n - w.n_scored  # scored input positions: first .. n-1
-                    rows += [r] * w.n_scored
-                    cols += range(first, n)
-                    targets += w.tokens[first + 1 :]
-                    owner += [i] * w.n_scored
-                logits = model(
-                    input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False
-                ).logits
-                rows_t = torch.tensor(rows, device=logits.device)
-                cols_t = torch.tensor(cols, device=logits.device)
-                targets_t = torch.tensor(targets, device=logits.device)
-                owner_t = torch.tensor(owner)
-                chunk = max(1, _LOGIT_CHUNK_ELEMENTS // logits.shape[-1])
-                for c in range(0, len(rows), chunk):
-                    sl = slice(c, c + chunk)
-                    picked = logits[rows_t[sl], cols_t[sl]].float()
-                    nll = F.cross_entropy(picked, targets_t[sl], reduction="none").cpu().double()  # MPS has no float64
-                    window_nll.index_add_(0, owner_t[sl], nll)
-                    nonfinite += int((~torch.isfinite(nll)).sum())
-                    correct += int((picked.argmax(-1) == targets_t[sl]).sum())
-                del logits
-    finally:
-        model.train(was_training)
+    correct = nonfinite = 0
+    budget = batch_size * windows[order[0]].input_len if order else 0
+    with eval_mode(model), torch.inference_mode():
+        forward = ScoredForward(model)
+        for idx in token_budget_batches(order, [windows[i].input_len for i in range(len(windows))], budget):
+            batch = [windows[i] for i in idx]
+            width = batch[0].input_len
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            rows, cols, targets, owner = [], [], [], []
+            for r, (i, w) in enumerate(zip(idx, batch, strict=True)):
+                n = w.input_len
+                input_ids[r, :n] = torch.tensor(w.tokens[:-1])
+                attention[r, :n] = 1
+                first = n - w.n_scored  # scored input positions: first .. n-1
+                rows += [r] * w.n_scored
+                cols += range(first, n)
+                targets += w.tokens[first + 1 :]
+                owner += [i] * w.n_scored
+            nll, hits = forward({"input_ids": input_ids, "attention_mask": attention}, torch.tensor(rows), torch.tensor(cols), torch.tensor(targets))
+            window_nll.index_add_(0, torch.tensor(owner), nll)
+            nonfinite += int((~torch.isfinite(nll)).sum())
+            correct += hits
     return window_nll.tolist(), correct, nonfinite
+
+
+def token_budget_batches(order: list[int], lengths: list[int], budget: int) -> list[list[int]]:
+    """Consecutive groups of `order` (longest first) whose rows × longest length ≤ budget."""
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= budget:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+class eval_mode:
+    """The model in eval mode for a block, handed back in the mode it had."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.was_training = self.model.training
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc):
+        self.model.train(self.was_training)
+
+
+class ScoredForward:
+    """NLL (float64, CPU) and argmax hits at chosen positions of a batch.
+
+    Where the model is a decoder followed by its output embedding (checked once against
+    the model's own logits), the hidden states are computed once and the vocabulary
+    projection runs only on the scored positions, in chunks, in float32: no full-vocab
+    logits for padding or unscored context, memory bounded by _LOGIT_CHUNK_ELEMENTS.
+    Otherwise the model's own logits are used (chunked from there).
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.device = _input_device(model)
+        self.split = _decoder_and_head(model)
+        self.checked = False
+
+    def __call__(self, inputs: dict, rows, cols, targets):
+        import torch
+        import torch.nn.functional as F
+
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        if self.split is not None and not self.checked:
+            self.split = _verified_split(self.model, self.split, inputs)
+            self.checked = True
+        rows, cols, targets = rows.to(self.device), cols.to(self.device), targets.to(self.device)
+        if self.split is not None:
+            decoder, head = self.split
+            hidden = decoder(**inputs, use_cache=False).last_hidden_state
+
+            def picked(sl):
+                return head(hidden[rows[sl], cols[sl]]).float()
+
+            width = head.weight.shape[0]
+        else:
+            logits = self.model(**inputs, use_cache=False).logits
+
+            def picked(sl):
+                return logits[rows[sl], cols[sl]].float()
+
+            width = logits.shape[-1]
+        chunk = max(1, _LOGIT_CHUNK_ELEMENTS // width)
+        out = torch.empty(len(rows), dtype=torch.float64)
+        hits = 0
+        for c in range(0, len(rows), chunk):
+            sl = slice(c, c + chunk)
+            z = picked(sl)
+            out[sl] = F.cross_entropy(z, targets[sl], reduction="none").cpu().double()  # MPS has no float64
+            hits += int((z.argmax(-1) == targets[sl]).sum())
+        return out, hits
 
 
 def _input_device(model):
     device = getattr(model, "device", None)
     return device if device is not None else next(model.parameters()).device
+
+
+def _decoder_and_head(model):
+    try:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError, ValueError):
+        return None
+    if decoder is None or decoder is model or getattr(head, "weight", None) is None:
+        return None
+    return decoder, head
+
+
+def _verified_split(model, split, inputs: dict):
+    """The split path only if it reproduces the model's logits on one row (a model with a
+    logit scale, soft-capping or a bias outside the head falls back to its own logits)."""
+    import torch
+
+    one = {k: v[:1, :16] for k, v in inputs.items()}
+    decoder, head = split
+    try:
+        mine = head(decoder(**one, use_cache=False).last_hidden_state).float()
+    except (TypeError, AttributeError):
+        return None
+    theirs = model(**one, use_cache=False).logits.float()
+    if mine.shape != theirs.shape:
+        return None
+    same_nonfinite = torch.equal(torch.isfinite(mine), torch.isfinite(theirs))
+    finite = torch.isfinite(theirs)
+    scale = 1 + float(theirs[finite].abs().max()) if finite.any() else 1.0
+    if not same_nonfinite or not torch.allclose(mine[finite], theirs[finite], rtol=1e-4, atol=1e-4 * scale):
+        return None
+    return split
 
 
 def loss_flag(loss: float, nonfinite_tokens: int, tokens: int) -> str | None:

@@ -10,7 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from trainyard.evaluation.perplexity import loss_flag
+from trainyard.evaluation.perplexity import (
+    ScoredForward,
+    eval_mode,
+    loss_flag,
+    token_budget_batches,
+)
 from trainyard.metrics import safe_exp
 
 
@@ -39,37 +44,39 @@ class TokenLoss:
         return out
 
 
-def token_weighted_loss(trainer, dataset) -> TokenLoss:
+def token_weighted_loss(trainer, dataset, batch_size: int | None = None) -> TokenLoss:
+    """ΣNLL / N over every target token of `dataset` (the trainer's prepared eval set).
+
+    Rows are scored longest first in token-budget batches (the trainer's eval batch size ×
+    the longest row), collated by the trainer's own collator (padding, packed positions),
+    and only target positions get logits (ScoredForward).
+    """
     import torch
 
-    model = trainer.model
-    was_training = model.training
-    model.eval()
-    nll, tokens, correct, nonfinite = 0.0, 0, 0, 0
-    loader = whole_set_loader(trainer, dataset)
-    with torch.inference_mode():
-        for batch in loader:
-            batch = trainer._prepare_inputs(batch)
-            labels = batch.get("labels")
-            if labels is None:
-                raise ValueError("eval batches carry no labels; cannot compute a token-weighted loss")
+    columns = [c for c in ("input_ids", "labels", "seq_lengths") if c in dataset.column_names]
+    if "labels" not in columns:
+        raise ValueError("eval rows carry no labels; cannot compute a token-weighted loss")
+    rows = dataset.select_columns(columns).to_list()
+    lengths = [len(r["input_ids"]) for r in rows]
+    order = sorted(range(len(rows)), key=lambda i: lengths[i], reverse=True)
+    budget = (batch_size or trainer.args.per_device_eval_batch_size) * (lengths[order[0]] if order else 0)
+    result = TokenLoss(0.0, 0, 0, 0)
+    with eval_mode(trainer.model) as model, torch.inference_mode():
+        forward = ScoredForward(model)
+        for idx in token_budget_batches(order, lengths, budget):
+            batch = trainer.data_collator([rows[i] for i in idx])
+            labels = batch.pop("labels")
             inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
-            logits = model(**inputs).logits.float()
-            shift_logits = logits[:, :-1, :]
-            shift_labels = labels[:, 1:]
-            mask = shift_labels != -100
-            if not mask.any():
+            target_mask = labels[:, 1:] != -100  # position i predicts labels[i + 1]
+            if not target_mask.any():
                 continue
-            picked = shift_logits[mask]
-            target = shift_labels[mask]
-            per_token = torch.nn.functional.cross_entropy(picked, target, reduction="none").double()
-            nonfinite += int((~torch.isfinite(per_token)).sum().item())
-            nll += per_token.sum().item()
-            tokens += int(mask.sum().item())
-            correct += int((picked.argmax(-1) == target).sum().item())
-    if was_training:
-        model.train()
-    return TokenLoss(nll, tokens, correct, nonfinite)
+            r, c = target_mask.nonzero(as_tuple=True)
+            nll, hits = forward(inputs, r, c, labels[r, c + 1])
+            result.nll_sum += math.fsum(nll.tolist())
+            result.tokens += len(nll)
+            result.correct += hits
+            result.nonfinite_tokens += int((~torch.isfinite(nll)).sum())
+    return result
 
 
 def whole_set_loader(trainer, dataset):

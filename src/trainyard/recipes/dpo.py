@@ -25,6 +25,7 @@ from trainyard.models import (
     lora_config,
     quantization_config,
 )
+from trainyard.recipes.batching import batching_kwargs, count_padding, enable_length_grouping
 from trainyard.recipes.common import evaluates_here, save_final, train_and_summarize
 from trainyard.spec import RunSpec
 from trainyard.training_args import common_trainer_kwargs
@@ -58,6 +59,7 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
         loss_type=[d.loss_type],
         label_smoothing=d.label_smoothing,
         precompute_ref_log_probs=d.precompute_ref_log_probs,
+        **batching_kwargs(spec),
     )
     trainer = DPOTrainer(
         model=model,
@@ -69,6 +71,9 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
         peft_config=lora_config(spec.lora),
         callbacks=ctx.callbacks([eval_name]),
     )
+    if spec.train.group_by_length:
+        enable_length_grouping(trainer)
+    padding = count_padding(trainer)
     ctx.extra_metrics.update(count_parameters(trainer.model))
 
     metrics: dict[str, float] = {}
@@ -77,6 +82,7 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
             metrics.update(_tatqa_generation(trainer.model, tokenizer, spec, ctx, prefix="tatqa_before"))
         metrics.update(generation_evals(trainer.model, tokenizer, spec, ctx, before=True))
     metrics.update(train_and_summarize(trainer, ctx, [eval_name]))
+    metrics.update(padding.to_metrics())
     metrics.update(_last_train_logs(trainer.state.log_history, eval_name))
     if ctx.cancel_requested:
         return metrics

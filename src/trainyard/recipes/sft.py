@@ -13,6 +13,13 @@ from trainyard.data.loading import load_examples
 from trainyard.evaluation.post_train import generation_evals
 from trainyard.evaluation.trainer_eval import token_weighted_loss
 from trainyard.models import count_parameters, load_model, load_tokenizer, lora_config
+from trainyard.recipes.batching import (
+    batching_kwargs,
+    configure_packing,
+    count_padding,
+    enable_length_grouping,
+    sft_packing_kwargs,
+)
 from trainyard.recipes.common import evaluates_here, save_final, train_and_summarize
 from trainyard.spec import DataSpec, RunSpec
 from trainyard.training_args import common_trainer_kwargs
@@ -42,10 +49,9 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
     args = SFTConfig(
         **common_trainer_kwargs(spec, str(ctx.rundir.checkpoints), ctx.precision, has_eval=bool(eval_sets), model=model),
         max_length=spec.train.max_length,
-        packing=spec.train.packing,
-        # PITFALLS: bfd packing forces padding-free batches, slow without FlashAttention.
-        packing_strategy="wrapped" if spec.train.packing else "bfd",
         completion_only_loss=spec.train.completion_only_loss,
+        **batching_kwargs(spec),
+        **sft_packing_kwargs(spec.train.packing),
     )
     names = list(eval_sets)
     trainer = SFTTrainer(
@@ -57,9 +63,14 @@ def train(spec: RunSpec, ctx: RunContext) -> dict[str, float]:
         peft_config=lora_config(spec.lora),
         callbacks=ctx.callbacks(names),
     )
+    if spec.train.packing:
+        configure_packing(trainer)
+    elif spec.train.group_by_length:
+        enable_length_grouping(trainer)
+    padding = count_padding(trainer)
     ctx.extra_metrics.update(count_parameters(trainer.model))
     before = generation_evals(trainer.model, tokenizer, spec, ctx, before=True) if ctx.resume_from is None and evaluates_here(ctx) else {}
-    metrics = {**before, **train_and_summarize(trainer, ctx, names)}
+    metrics = {**before, **train_and_summarize(trainer, ctx, names), **padding.to_metrics()}
     if ctx.cancel_requested or not evaluates_here(ctx):
         return metrics
     if ctx.divergence is None:
