@@ -22,6 +22,8 @@ def smoke_matrix(path: Path, tiny_model: str, runs: dict[str, dict], name: str =
     spec = smoke_spec(load_matrix(ROOT / "jobs/rust_sft.yaml").run("5k"), tiny_model)
     base = spec.model_dump(mode="json")
     base.pop("name"), base.pop("matrix")
+    if base["train"].get("max_steps") or any("max_steps" in train for train in runs.values()):
+        base["train"].pop("epochs")  # writing both epochs and max_steps is a config error
     variants = [{"name": run, **{f"train.{k}": v for k, v in train.items()}} for run, train in runs.items()]
     path.write_text(yaml.safe_dump({"name": name, "variants": variants, "base": base}))
     return path

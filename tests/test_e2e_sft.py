@@ -104,6 +104,7 @@ def test_ctrl_c_cancels_cleanly_and_checkpoints(tmp_path, tiny_model):
 
     d = spec.model_dump(mode="json")
     d.pop("name"), d.pop("matrix")
+    d["train"].pop("epochs")  # max_steps is set: writing both is a config error
     spec_file.write_text(yaml.safe_dump({"name": "ctrlc", "variants": [{"name": "long"}], "base": d}))
     proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "--matrix", str(spec_file), "--runs-dir", str(tmp_path / "runs")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     rd = RunDir(tmp_path / "runs/ctrlc/long")

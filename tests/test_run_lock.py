@@ -254,7 +254,7 @@ def test_two_launchers_at_once_train_the_run_once(tmp_path, tiny_model):
 
 @pytest.mark.slow
 def test_a_killed_launcher_takes_its_trainer_along_and_a_relaunch_resumes(tmp_path, tiny_model):
-    m = smoke_matrix(tmp_path / "m.yaml", tiny_model, {"a": {"max_steps": 8, "save_steps": 2, "logging_steps": 1}, "b": {"max_steps": 1}})
+    m = smoke_matrix(tmp_path / "m.yaml", tiny_model, {"a": {"max_steps": 40, "save_steps": 2, "logging_steps": 1}, "b": {"max_steps": 2}})
     runs, env = tmp_path / "runs", {"TRACKIO_DIR": str(tmp_path / "trackio")}
     a, b = RunDir(runs / "lockm" / "a"), RunDir(runs / "lockm" / "b")
 
@@ -279,7 +279,13 @@ def test_a_killed_launcher_takes_its_trainer_along_and_a_relaunch_resumes(tmp_pa
     second = launcher("--matrix", str(m), "--runs-dir", str(runs), env=env)
     resumed_at = int(a.last_checkpoint().rsplit("-", 1)[1])
     # kill between saves (checkpoints every 2 steps): a kill mid-save is another test's subject
-    wait_for(lambda: a.state == "running" and (a.status().get("step") or 0) > resumed_at and a.status()["step"] % 2 == 1 or second.poll() is not None, 600, "an odd step after resuming")
+    first_trainer = trainer
+
+    def resumed_to_an_odd_step() -> bool:  # the new trainer's own progress, not the old status
+        st = a.status()
+        return st.get("state") == "running" and st.get("pid") != first_trainer and (st.get("step") or 0) > resumed_at and st["step"] % 2 == 1
+
+    wait_for(lambda: resumed_to_an_odd_step() or second.poll() is not None, 600, "an odd step after resuming")
     trainer = a.read_status().pid
     second.send_signal(signal.SIGKILL)
     os.kill(trainer, signal.SIGKILL)
@@ -294,4 +300,4 @@ def test_a_killed_launcher_takes_its_trainer_along_and_a_relaunch_resumes(tmp_pa
     assert third.returncode == 0, third.stderr[-3000:]
     assert a.state == b.state == "completed" and "checkpoint-" in a.status()["resumed_from"]
     segments = _segments_never_overlap(a)
-    assert len(segments) == 3 and segments[-1][-1] == 8 and segments[1][0] > 1 and segments[2][0] > 1  # each relaunch resumed
+    assert len(segments) == 3 and segments[-1][-1] == 40 and segments[1][0] > 1 and segments[2][0] > 1  # each relaunch resumed
