@@ -102,20 +102,8 @@ def sft_eval(work: Path, rounds: int, log=print) -> dict[str, Any]:
         return trainer.evaluate()["eval_heldout_loss"]
 
     ours(), theirs()  # warm-up: first-call allocations, dataset formatting caches
-    times: dict[str, list[float]] = {"trainyard": [], "trainer_evaluate": []}
-    losses: dict[str, float] = {}
-    for r in range(rounds):
-        order = [("trainyard", ours), ("trainer_evaluate", theirs)]
-        for name, fn in order if r % 2 == 0 else reversed(order):
-            t, loss = _timed(fn)
-            times[name].append(t)
-            losses[name] = loss
-        log(f"  eval/sft round {r + 1}/{rounds}: trainyard {times['trainyard'][-1]:.2f}s, Trainer.evaluate {times['trainer_evaluate'][-1]:.2f}s")
-    with PeakRSS() as m_ours:
-        ours()
-    with PeakRSS() as m_theirs:
-        theirs()
-    return _summary(times, losses, ref, m_ours.growth_mb, m_theirs.growth_mb,
+    times, losses, mem_ours, mem_theirs = _compare(ours, theirs, rounds, log, "sft")
+    return _summary(times, losses, ref, mem_ours, mem_theirs,
                     {"rows": len(rows), "target_tokens": sum(sum(1 for x in r["labels"][1:] if x != -100) for r in rows), "eval_batch_size": EVAL_BATCH})
 
 
@@ -153,6 +141,14 @@ def lm_eval(work: Path, rounds: int, log=print) -> dict[str, Any]:
         return trainer.evaluate()["eval_loss"]
 
     ours(), theirs()
+    times, losses, mem_ours, mem_theirs = _compare(ours, theirs, rounds, log, "lm")
+    return _summary(times, losses, ref, mem_ours, mem_theirs,
+                    {"blocks": len(rows), "block_length": 256, "parameters": sum(p.numel() for p in model.parameters()), "eval_batch_size": EVAL_BATCH})
+
+
+def _compare(ours, theirs, rounds: int, log, tag: str):
+    """Interleaved rounds (the order flips every round), then each side's peak memory once:
+    -> (seconds per side, last loss per side, MB growth ours, MB growth theirs)."""
     times: dict[str, list[float]] = {"trainyard": [], "trainer_evaluate": []}
     losses: dict[str, float] = {}
     for r in range(rounds):
@@ -161,13 +157,12 @@ def lm_eval(work: Path, rounds: int, log=print) -> dict[str, Any]:
             t, loss = _timed(fn)
             times[name].append(t)
             losses[name] = loss
-        log(f"  eval/lm round {r + 1}/{rounds}: trainyard {times['trainyard'][-1]:.2f}s, Trainer.evaluate {times['trainer_evaluate'][-1]:.2f}s")
+        log(f"  eval/{tag} round {r + 1}/{rounds}: trainyard {times['trainyard'][-1]:.2f}s, Trainer.evaluate {times['trainer_evaluate'][-1]:.2f}s")
     with PeakRSS() as m_ours:
         ours()
     with PeakRSS() as m_theirs:
         theirs()
-    return _summary(times, losses, ref, m_ours.growth_mb, m_theirs.growth_mb,
-                    {"blocks": len(rows), "block_length": 256, "parameters": sum(p.numel() for p in model.parameters()), "eval_batch_size": EVAL_BATCH})
+    return times, losses, m_ours.growth_mb, m_theirs.growth_mb
 
 
 def _summary(times, losses, ref, mem_ours, mem_theirs, setup) -> dict[str, Any]:
