@@ -68,6 +68,16 @@ class ExitCode(enum.IntEnum):
 NO_RETRY_EXIT_CODES = (ExitCode.BAD_INPUT, ExitCode.DIVERGED, ExitCode.CANCELED)
 
 
+def fold_legacy_error(fields: dict[str, Any]) -> dict[str, Any]:
+    """`error` (the spelling before the contract had one reason field) becomes `reason`,
+    unless a reason is given too. Returns a copy without `error`."""
+    fields = dict(fields)
+    legacy = fields.pop("error", None)
+    if fields.get("reason") is None and legacy is not None:
+        fields["reason"] = legacy
+    return fields
+
+
 class Status(BaseModel):
     """status.json. Unknown keys are kept (older/newer writers), so reading never fails."""
 
@@ -100,10 +110,7 @@ class Status(BaseModel):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Status:
-        data = dict(data or {})
-        legacy = data.pop("error", None)  # run dirs written before the contract had one reason field
-        if data.get("reason") is None and legacy is not None:
-            data["reason"] = legacy
+        data = fold_legacy_error(data or {})
         if RunState.parse(data.get("state")) is None:
             data.pop("state", None)
         try:

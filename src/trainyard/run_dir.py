@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainyard.contract import FINAL_STATES, RunState, Status  # noqa: F401  (FINAL_STATES re-exported for callers)
+from trainyard.contract import FINAL_STATES, RunState, Status, fold_legacy_error  # noqa: F401  (FINAL_STATES re-exported for callers)
 
 STATES = tuple(s.value for s in RunState)
 
@@ -151,7 +151,7 @@ class RunDir:
     def set_status(self, state: RunState | str, **fields: Any) -> Status:
         state = RunState(state)  # a typo is a bug: ValueError
         now = time.time()
-        data = {**self.status(), **_reason_field(fields), "state": state.value, "updated_at": now}
+        data = {**self.status(), **fold_legacy_error(fields), "state": state.value, "updated_at": now}
         if state is RunState.RUNNING and data.get("started_at") is None:
             data["started_at"] = now
         if state.final:
@@ -161,7 +161,7 @@ class RunDir:
         return self._write_status(data)
 
     def update_progress(self, **fields: Any) -> Status:
-        return self._write_status({**self.status(), **_reason_field(fields), "updated_at": time.time()})
+        return self._write_status({**self.status(), **fold_legacy_error(fields), "updated_at": time.time()})
 
     def _write_status(self, data: dict[str, Any]) -> Status:
         status = Status.from_dict(json_safe(data))
@@ -192,14 +192,3 @@ class RunDir:
         from trainyard.checkpoints import last_complete_checkpoint
 
         return last_complete_checkpoint(self.checkpoints)
-
-
-def _reason_field(fields: dict[str, Any]) -> dict[str, Any]:
-    """`error=` (the pre-contract spelling, still used by older callers) is stored as `reason`."""
-    if "error" not in fields:
-        return fields
-    fields = dict(fields)
-    legacy = fields.pop("error")
-    if fields.get("reason") is None:
-        fields["reason"] = legacy
-    return fields
