@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainyard.checkpoints import CHECKPOINT_COMPLETE
+from trainyard.checkpoints import CHECKPOINT_COMPLETE, checkpoint_step
 from trainyard.run_dir import RunDir, write_json_atomic
 
 if TYPE_CHECKING:
@@ -72,7 +71,6 @@ ARTIFACTS_REPO_ENV = "TRAINYARD_ARTIFACTS_REPO"  # set by remote backends; unset
 ARTIFACT_FILES = ("spec.json", "status.json", "metrics.json", "history.json", "README.md", "loss_curve.png")
 ARTIFACT_DIRS = ("logs",)  # checkpoints/ travel separately (upload_checkpoint), never in a progress upload
 CHECKPOINT_SPEC = "trainyard_spec.json"  # the spec that wrote an uploaded checkpoint, stored inside it
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 LOCAL_STATUS_KEYS = ("job", "backend", "submitted_at", "tracking_url")  # written by the submitting machine only
 
 
@@ -126,11 +124,6 @@ def upload_run_artifacts(rundir: RunDir, repo_id: str, prefix: str, *, include_f
     return [op.path_in_repo for op in ops]
 
 
-def _checkpoint_step(name: str) -> int:
-    m = _CHECKPOINT_RE.match(name)
-    return int(m.group(1)) if m else -1
-
-
 def remote_checkpoints(repo_id: str, prefix: str, *, api=None) -> list[str]:
     """Names of the checkpoint-N folders under <prefix>/checkpoints/ in the repo, oldest first."""
     from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
@@ -141,7 +134,7 @@ def remote_checkpoints(repo_id: str, prefix: str, *, api=None) -> list[str]:
     except (EntryNotFoundError, RepositoryNotFoundError):
         return []
     names = {e.path.rstrip("/").rsplit("/", 1)[-1] for e in entries}
-    return sorted((n for n in names if _CHECKPOINT_RE.match(n)), key=_checkpoint_step)
+    return sorted((n for n in names if checkpoint_step(n) is not None), key=checkpoint_step)
 
 
 def upload_checkpoint(rundir: RunDir, checkpoint: Path, repo_id: str, prefix: str, *, name: str | None = None, api=None) -> list[str]:
