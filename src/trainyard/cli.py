@@ -658,8 +658,7 @@ def remote_logs(rd: RunDir, follow: bool) -> int:
 
 def remote_cancel(rd: RunDir) -> int:
     from trainyard.backends import get_backend
-    from trainyard.contract import RunState
-    from trainyard.run_dir import FINAL_STATES
+    from trainyard.contract import FINAL_STATES, RunState
 
     job = job_of(rd)
     if rd.state in FINAL_STATES:

@@ -21,9 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainyard.contract import FINAL_STATES, RunState, Status, fold_legacy_error  # noqa: F401  (FINAL_STATES re-exported for callers)
-
-STATES = tuple(s.value for s in RunState)
+from trainyard.contract import RunState, Status, fold_legacy_error
 
 
 def json_safe(value: Any) -> Any:

@@ -35,10 +35,9 @@ from trainyard.backends.base import (
 )
 from trainyard.backends.launch import flavor_gpus, launch_command
 from trainyard.backends.wheel import BASE_IMAGE, WheelError, WheelRef, ensure_uploaded, wheel_ref
-from trainyard.contract import NO_RETRY_EXIT_CODES
+from trainyard.contract import FINAL_STATES, NO_RETRY_EXIT_CODES
 from trainyard.errors import BackendError, did_you_mean
 from trainyard.hub_storage import ARTIFACTS_REPO_ENV
-from trainyard.run_dir import FINAL_STATES
 from trainyard.spec import DEFAULT_IMAGE, RunSpec, duration_seconds, is_local_path
 
 FLAVORS = tuple(h.value for h in JobHardware)

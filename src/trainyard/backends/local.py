@@ -22,8 +22,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from trainyard.backends.launch import SHUTDOWN_TIMEOUT_ENV, LaunchShapeError, launch_command
-from trainyard.contract import DONE_STATES, ExitCode, RunState
-from trainyard.run_dir import FINAL_STATES, RunDir, disk_fault_message
+from trainyard.contract import DONE_STATES, FINAL_STATES, ExitCode, RunState
+from trainyard.run_dir import RunDir, disk_fault_message
 from trainyard.run_lock import (
     PARENT_PID_ENV,
     QUEUE_LOCK,
@@ -36,7 +36,6 @@ from trainyard.run_lock import (
 from trainyard.spec import RunSpec
 
 GRACE_SECONDS = 60
-SKIP_STATES = tuple(s.value for s in DONE_STATES)  # final results: re-running the matrix keeps them
 
 
 @dataclass
@@ -66,7 +65,7 @@ def prepare(specs: list[RunSpec], runs_root: Path) -> list[LocalJob]:
         rundir = RunDir.for_run(runs_root, spec.matrix, spec.name)
         job = LocalJob(spec, rundir)
         existing = _saved_spec(rundir)
-        if existing and rundir.state in SKIP_STATES and existing.training_fingerprint() == spec.training_fingerprint():
+        if existing and rundir.state in DONE_STATES and existing.training_fingerprint() == spec.training_fingerprint():
             job.skipped, job.note = True, f"already {rundir.state}"
         else:
             try:
@@ -126,7 +125,7 @@ def stale_runs(specs: list[RunSpec], runs_root: Path) -> list[tuple[RunDir, str]
         old = RunSpec.from_json(rundir.spec_file.read_text())
         if old.training_fingerprint() == spec.training_fingerprint():
             continue
-        if rundir.state in SKIP_STATES:
+        if rundir.state in DONE_STATES:
             what = f"a {rundir.state} run"
         elif rundir.last_checkpoint():
             what = "checkpoints"
@@ -254,7 +253,7 @@ def run_local(specs: list[RunSpec], runs_root: Path, parallel: int = 1, console:
                             continue
                         waiting.remove(job)
                         other = job.waiting_on.describe()
-                        if job.rundir.state in SKIP_STATES:
+                        if job.rundir.state in DONE_STATES:
                             job.waiting_on, job.note = None, f"{job.rundir.state} by {other} (waited for it)"
                         elif queue(job):  # it stopped short (canceled, killed): resume it here
                             job.note = f"{other} stopped it; " + (job.note or "starting it")

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from trainyard.backends import get_backend
 from trainyard.backends.base import Backend, JobRef
-from trainyard.contract import ACTIVE_STATES, DONE_STATES, RunState
+from trainyard.contract import ACTIVE_STATES, DONE_STATES, FINAL_STATES, RunState
 from trainyard.errors import BackendError
 from trainyard.hub_storage import artifacts_prefix, merge_run_files, sync_run
-from trainyard.run_dir import FINAL_STATES, RunDir
+from trainyard.run_dir import RunDir
 from trainyard.spec import RunSpec
 
 # DONE_STATES: final results, re-submitting keeps them; ACTIVE_STATES: a job may still run.
