@@ -184,7 +184,7 @@ def test_sigkill_then_truncated_checkpoint_resume_tells_the_whole_run(tmp_path, 
 
     m, twin = rd.metrics(), [t.metrics() for t in twins]
     logged = [e["loss"] for e in history if "loss" in e]
-    assert m["train/mean_loss"] == pytest.approx(statistics.fmean(logged), rel=0.01)
+    assert m["train/mean_loss"] == pytest.approx(statistics.fmean(logged), rel=1e-6)  # logging_steps 1: a log per step
     assert m["train/tokens"] == twin[0]["train/tokens"] == twin[1]["train/tokens"]  # every step's tokens counted once
     speeds = sorted(t["train/tokens_per_second"] for t in twin)
     resumed = m["train/tokens_per_second"]
@@ -208,6 +208,33 @@ def test_sigkill_then_truncated_checkpoint_resume_tells_the_whole_run(tmp_path, 
     assert sorted(s for _, _, s, mm in rows if "train/loss" in mm) == list(range(1, 21))  # each step once
     summaries = [mm for _, _, _, mm in rows if "summary/train/mean_loss" in mm]
     assert len(summaries) == 1 and summaries[0]["summary/train/mean_loss"] == pytest.approx(m["train/mean_loss"])
+
+
+@pytest.mark.slow
+def test_mean_loss_counts_every_step_once_whatever_the_logging_cadence_and_a_resume(tmp_path, tiny_model):
+    """Logged losses are window means (step 1 alone, then 2-3, 4-6; step 7 is never logged),
+    so their plain mean is not the run's mean loss. train/mean_loss is: it equals the
+    Trainer's own train_loss of an uninterrupted run, and a run SIGKILLed after step 6 and
+    resumed from checkpoint-4 (the window 4-6 is lost from its logs) gets the same value."""
+    spec = clm_spec(tiny_model, max_steps=7, logging_steps=3, save_steps=4)
+    twin = RunDir(tmp_path / "runs" / "twin")
+    assert run_to_end(spec.model_copy(update={"name": "twin"}), twin, tmp_path) == 0
+    m, history = twin.metrics(), twin.history()
+    trainer_mean = next(e["train_loss"] for e in history if "train_loss" in e)
+    logged = [e["loss"] for e in history if "loss" in e]
+    assert loss_steps(history) == [1, 3, 6]
+    assert m["train/mean_loss"] == pytest.approx(trainer_mean, rel=1e-9)
+    assert abs(statistics.fmean(logged) - trainer_mean) > 1e-4  # the old statistic was off
+
+    rd = RunDir(tmp_path / "runs" / spec.name)
+    proc = entrypoint(spec, rd, tmp_path, kill_at=6)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == -signal.SIGKILL, err[-3000:]
+    assert run_to_end(spec, rd, tmp_path) == 0
+    assert Path(rd.status()["resumed_from"]).name == "checkpoint-4"
+    assert rd.metrics()["train/mean_loss"] == pytest.approx(m["train/mean_loss"], rel=1e-6)
+    state = json.loads((rd.checkpoints / "checkpoint-7" / "trainer_state.json").read_text())
+    assert state["stateful_callbacks"]["StepLoss"]["attributes"]["steps"] == 7
 
 
 @pytest.mark.slow

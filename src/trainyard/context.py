@@ -18,6 +18,7 @@ from trainyard.checkpoints import checkpoint_problem
 from trainyard.divergence import DivergenceGuard
 from trainyard.run_dir import RunDir, read_json, write_json_atomic
 from trainyard.spec import RunSpec
+from trainyard.step_loss import StepLoss
 
 
 @dataclass
@@ -44,6 +45,7 @@ class RunContext:
 
     def __post_init__(self) -> None:
         self.clock = TrainClock()
+        self.step_loss = StepLoss()
         self.guard = DivergenceGuard(self)
 
     def warn(self, *messages: str) -> None:
@@ -64,11 +66,12 @@ class RunContext:
             self.log.error("diverged: %s; stopping without saving", self.divergence)
 
     def callbacks(self, eval_names: list[str]) -> list[TrainerCallback]:
-        """The run's callbacks. Order matters: the guard comes last so that its veto of a
-        save/evaluation wins over every callback that asked for one (the Trainer's own
-        DefaultFlowCallback always runs first); the saved-checkpoint check runs before the
-        uploader sees the folder."""
-        cbs: list[TrainerCallback] = [ProgressCallback(self), CancelCallback(self)]
+        """The run's callbacks. Order matters: the step-loss ledger first (the guard reads
+        the step's loss from it); the guard last, so that its veto of a save/evaluation
+        wins over every callback that asked for one (the Trainer's own DefaultFlowCallback
+        always runs first); the saved-checkpoint check runs before the uploader sees the
+        folder."""
+        cbs: list[TrainerCallback] = [self.step_loss, ProgressCallback(self), CancelCallback(self)]
         if self.tracker is not None:
             self.tracker.eval_names = eval_names
             cbs.append(self.tracker)

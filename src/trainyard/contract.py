@@ -122,7 +122,7 @@ class Status(BaseModel):
 # ----------------------------------------------------------------------------- metric names
 # metrics.json and Trackio use flat names: train/<x>, eval/<set>/<x>, judge/..., ifeval/...
 TRAIN_LOSS = "train/loss"  # the last logged training loss (a curve point)
-TRAIN_MEAN_LOSS = "train/mean_loss"  # mean of every logged training loss, across resumes
+TRAIN_MEAN_LOSS = "train/mean_loss"  # mean of every optimizer step's loss, each step once across resumes (step_loss.py)
 TRAIN_TOKENS = "train/tokens"  # non-padding tokens seen, whole run
 TRAIN_TOKENS_PER_SECOND = "train/tokens_per_second"  # whole run, across resumes
 TRAIN_RUNTIME = "train/runtime_s"  # training time summed over every segment

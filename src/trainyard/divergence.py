@@ -1,13 +1,15 @@
 """The divergence guard: stops a run whose training went bad, on every optimizer step.
 
 Configured by `train.divergence` (spec.DivergenceSpec). It watches what the trainer really
-computes, before the optimizer applies it: each step's loss (the sum of its micro-batch
-losses, taken from the trainer's `training_step`, so neither `logging_steps` nor the NaN
-filter hides it) and the gradient norm; and the trained weights before every save.
+computes, before the optimizer applies it: each step's loss (step_loss.StepLoss: the sum
+of its micro-batch losses, taken from the trainer's `training_step`, so neither
+`logging_steps` nor the NaN filter hides it) and the gradient norm the trainer computed;
+and the trained weights before every save.
 
 Under torchrun every rank takes the same decision from the same numbers: the step loss is
-averaged over the ranks, and a non-finite gradient norm or weight on any rank counts on
-all (distributed.py), so no rank stops while another waits in the next step.
+averaged over the ranks, the trainer's gradient norm is global, and a non-finite weight on
+any rank counts on all (distributed.py), so no rank stops while another waits in the next
+step.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ class DivergenceGuard(TrainerCallback):
     """Stops a run whose training went bad, on every optimizer step (train.divergence).
 
     Checks what the trainer really computed, before the optimizer applies it: the step's
-    loss (the sum of its micro-batch losses, read from `training_step`, so neither the
-    logging cadence nor the NaN filter hides it) and the gradient norm; and the weights
+    loss (step_loss.StepLoss: the sum of its micro-batch losses, read from `training_step`,
+    so neither the logging cadence nor the NaN filter hides it) and the gradient norm the
+    trainer computed (read from its `_get_grad_norm`); and the weights
     before every save. A tripped guard vetoes the save and evaluation of that step, so the
     last checkpoint on disk is the last good one, and no final/ is written.
     """
@@ -40,41 +43,50 @@ class DivergenceGuard(TrainerCallback):
         self.ctx = ctx
         self.cfg = ctx.spec.train.divergence
         self.losses: deque[float] = deque(maxlen=self.cfg.window)
-        self._step_loss = None  # device tensor: this step's loss so far
         self.spiking = 0  # consecutive spiking steps so far
         self.tripped = False
+        self._norm = None  # the gradient norm the trainer computed for the step being taken
 
     def watch(self, trainer) -> None:
-        """Observe each micro-batch loss the trainer computes (its training_step's return)."""
+        """Read the gradient norm the trainer computes each step (before clipping), so the
+        guard costs no second pass over the gradients. A Trainer without that hook gets
+        the norm recomputed in on_pre_optimizer_step."""
         if not self.cfg.enabled or getattr(trainer, "_trainyard_guarded", False):
             return
-        inner = trainer.training_step
-
-        def training_step(*args, **kwargs):
-            loss = inner(*args, **kwargs)
-            part = loss.detach()
-            self._step_loss = part if self._step_loss is None else self._step_loss + part
-            return loss
-
-        trainer.training_step = training_step
         trainer._trainyard_guarded = True
+        inner = getattr(trainer, "_get_grad_norm", None)
+        if inner is None:
+            return
+
+        def get_grad_norm(*args, **kwargs):
+            self._norm = norm = inner(*args, **kwargs)
+            return norm
+
+        trainer._get_grad_norm = get_grad_norm
 
     def on_train_begin(self, args, state, control, **kwargs):
         # a resumed run's running median starts from the losses it logged before
         self.losses.extend(float(e["loss"]) for e in state.log_history if _finite(e.get("loss")))
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        norm, self._norm = self._norm, None
         if not self.cfg.enabled or self.tripped:
             return
         step = state.global_step + 1  # the step being taken
-        loss, self._step_loss = self._step_loss, None
-        if distributed.any_rank(loss is not None):  # every rank joins (a world of 1: no-op)
-            self._judge_loss(step, distributed.mean(float(loss) if loss is not None else 0.0), control)
-        if not self.tripped and model is not None:
-            norm = _grad_norm(model)
-            bad = norm is not None and not math.isfinite(norm)
+        last = self.ctx.step_loss.last  # StepLoss ran first and took this step's loss
+        if last is not None and last[0] == step:
+            self._judge_loss(step, last[1], control)
+        if self.tripped:
+            return
+        value = _as_float(norm)
+        if value is not None:  # the trainer's: one value on every rank (grads were all-reduced)
+            if not math.isfinite(value):
+                self._trip(control, step, "train/grad_norm", value, "not finite")
+        elif model is not None:
+            value = _grad_norm(model)
+            bad = value is not None and not math.isfinite(value)
             if distributed.any_rank(bad):
-                self._trip(control, step, "train/grad_norm", norm if bad else math.nan, "not finite")
+                self._trip(control, step, "train/grad_norm", value if bad else math.nan, "not finite")
 
     def _judge_loss(self, step: int, loss: float, control) -> None:
         if not math.isfinite(loss):
@@ -133,6 +145,16 @@ class DivergenceGuard(TrainerCallback):
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _as_float(norm) -> float | None:
+    """The trainer's norm as a number (a tensor, a DTensor under FSDP2, a float), or None."""
+    if norm is None:
+        return None
+    try:
+        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+    except (TypeError, ValueError, RuntimeError):
+        return None
 
 
 def _grad_norm(model) -> float | None:

@@ -104,7 +104,8 @@ def sft_eval(work: Path, rounds: int, log=print) -> dict[str, Any]:
     ours(), theirs()  # warm-up: first-call allocations, dataset formatting caches
     times, losses, mem_ours, mem_theirs = _compare(ours, theirs, rounds, log, "sft")
     return _summary(times, losses, ref, mem_ours, mem_theirs,
-                    {"rows": len(rows), "target_tokens": sum(sum(1 for x in r["labels"][1:] if x != -100) for r in rows), "eval_batch_size": EVAL_BATCH})
+                    {"rows": len(rows), "target_tokens": sum(sum(1 for x in r["labels"][1:] if x != -100) for r in rows), "eval_batch_size": EVAL_BATCH,
+                     **_forward_tokens([len(r["input_ids"]) for r in rows], trainer.args.per_device_eval_batch_size)})
 
 
 def lm_eval(work: Path, rounds: int, log=print) -> dict[str, Any]:
@@ -144,6 +145,21 @@ def lm_eval(work: Path, rounds: int, log=print) -> dict[str, Any]:
     times, losses, mem_ours, mem_theirs = _compare(ours, theirs, rounds, log, "lm")
     return _summary(times, losses, ref, mem_ours, mem_theirs,
                     {"blocks": len(rows), "block_length": 256, "parameters": sum(p.numel() for p in model.parameters()), "eval_batch_size": EVAL_BATCH})
+
+
+def _forward_tokens(lengths: list[int], batch: int) -> dict[str, Any]:
+    """Token positions each side runs the model over. An exact evaluator cannot skip a real
+    token (every target's context is needed), so `Trainer.evaluate`'s padding (its batches
+    in dataset order, each padded to its longest row) bounds the speed-up a forward over
+    real tokens only can reach: padding_bound = trainer_positions / real_tokens."""
+    from trainyard.evaluation.perplexity import token_budget_batches
+
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    ours = token_budget_batches(order, lengths, batch * lengths[order[0]])
+    trainer = sum(max(lengths[i:i + batch]) * len(lengths[i:i + batch]) for i in range(0, len(lengths), batch))
+    real = sum(lengths)
+    return {"real_tokens": real, "trainer_positions": trainer, "trainyard_positions": sum(len(b) * lengths[b[0]] for b in ours),
+            "padding_bound": trainer / real}
 
 
 def _compare(ours, theirs, rounds: int, log, tag: str):

@@ -43,9 +43,19 @@ def matmul_peak(threads: int, seconds: float = 3.0) -> dict[str, Any]:
     return {"gflops": max(best.values()), "by_shape": best}
 
 
+def _texts(work: Path, copies: int = 4) -> Path:
+    """The bundled WikiText fixture, repeated: 19 blocks of 256 tokens per copy, so every
+    measured step is a full batch (a partial last batch is a smaller, slower GEMM)."""
+    from trainyard.fixtures import fixture_path
+
+    path = work / "wikitext-x4.jsonl"
+    path.write_text(fixture_path("wikitext").read_text() * copies)
+    return path
+
+
 def _spec(work: Path, batch: int = BATCH, steps: int = STEPS, precision: str = "fp32") -> Path:
     """The shipped slm_wikitext103 run, its architecture unchanged, on the bundled WikiText
-    fixture for a few steps (no eval, no tracking, no checkpoints)."""
+    fixture (repeated) for a few steps (no eval, no tracking, no checkpoints)."""
     from trainyard.matrix import load_matrix
 
     root = Path(__file__).resolve().parents[3]
@@ -54,13 +64,13 @@ def _spec(work: Path, batch: int = BATCH, steps: int = STEPS, precision: str = "
         "train": spec.train.model_copy(update={"max_steps": steps, "batch_size": batch, "grad_accum": 1, "max_length": SEQ,
                                                "logging_steps": 1, "save_steps": None, "eval_batch_size": batch, "warmup_steps": 1,
                                                "precision": precision}),
-        "eval": spec.eval.model_copy(update={"strategy": "no"}),
+        "eval": spec.eval.model_copy(update={"strategy": "no", "steps": None}),
         "tracking": spec.tracking.model_copy(update={"enabled": False}),
-        "data": spec.data.model_copy(update={"source": "fixture:wikitext", "config": None, "split": "train", "limit": None,
+        "data": spec.data.model_copy(update={"source": str(_texts(work)), "config": None, "split": "train", "limit": None,
                                              "eval_size": 0, "eval_split": None, "eval_limit": None}),
     })
     path = work / "pretrain-spec.json"
-    path.write_text(spec.to_json())
+    path.write_text(type(spec).from_json(spec.to_json()).to_json())  # the entrypoint's own validation
     return path
 
 
@@ -93,12 +103,11 @@ def run(work: Path, rounds: int, threads: int, log=print) -> dict[str, Any]:
     }
 
 
-def _steady_tokens_per_s(run_dir: Path, metrics: dict, batch: int = BATCH) -> float:
-    """Tokens/s after the first (warm-up) step, from the per-step log lines' times."""
-    stamps = []
-    for line in (run_dir / "logs" / "run.log").read_text().splitlines():
-        if "trainyard.run: step " in line:
-            stamps.append(time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")) + int(line[20:23]) / 1000)
-    if len(stamps) >= 3 and stamps[-1] > stamps[0]:
-        return batch * SEQ * (len(stamps) - 1) / (stamps[-1] - stamps[0])
+def _steady_tokens_per_s(run_dir: Path, metrics: dict) -> float:
+    """Tokens/s after the first (warm-up) step: the tokens the trainer counted between the
+    first and the last logged step over its own clock (`train_runtime` of each log entry)."""
+    steps = [e for e in json.loads((run_dir / "history.json").read_text()) if "loss" in e and "train_runtime" in e]
+    if len(steps) >= 3 and steps[-1]["train_runtime"] > steps[0]["train_runtime"]:
+        first, last = steps[0], steps[-1]
+        return (last["num_input_tokens_seen"] - first["num_input_tokens_seen"]) / (last["train_runtime"] - first["train_runtime"])
     return metrics["train/tokens_per_second"]

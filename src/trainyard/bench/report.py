@@ -41,6 +41,7 @@ def render(res: dict[str, Any]) -> str:
             f"| SFT whole process, ÷ TRL + group_by_length | {_r(s['process_ratio_vs_trl_group_by_length'])} | |",
             f"| per-run fixed overhead (wall − training), trainyard − TRL, s | {_r(s['overhead_minus_trl_s'], '{:.1f}')} | ≤ 1 |",
             f"| train loss, max abs. difference trainyard vs TRL + group_by_length | {s['loss_diff_vs_trl_group_by_length']:.2e} | same loss |",
+            f"| trainyard `train/mean_loss` vs its Trainer's `train_loss`, max abs. difference | {s['mean_loss_diff_vs_trainer_train_loss']:.2e} | same statistic |",
             f"| trainyard padding fraction (`train/padding_fraction`): length-grouped / packed | {s['padding_fraction']:.3f} / {s['packed_padding_fraction']:.3f} | |",
             f"| SFT tokens/s, trainyard packed ÷ trainyard length-grouped (paired) | {_r(s['packed_ratio_vs_unpacked'])} | (packing default) |",
         ]
@@ -48,6 +49,8 @@ def render(res: dict[str, Any]) -> str:
         for name, e in res["eval"].items():
             lines += [
                 f"| eval ({name}) speed, Trainer.evaluate time ÷ trainyard time | {_r(e['speedup_vs_trainer_evaluate'])} | ≥ {TARGETS['eval_vs_trainer_evaluate']} |",
+                *([f"| eval ({name}) positions run: Trainer.evaluate ÷ real tokens (what skipping padding alone can give) | {e['setup']['padding_bound']:.2f} ({e['setup']['trainer_positions']} / {e['setup']['real_tokens']}; trainyard {e['setup']['trainyard_positions']}) | |"]
+                  if "padding_bound" in e["setup"] else []),
                 f"| eval ({name}) loss rel. error vs float64: trainyard / Trainer.evaluate | {e['relative_error']['trainyard']:.1e} / {e['relative_error']['trainer_evaluate']:.1e} | exact |",
                 f"| eval ({name}) peak RSS growth MB: trainyard / Trainer.evaluate | {e['peak_rss_growth_mb']['trainyard']:.0f} / {e['peak_rss_growth_mb']['trainer_evaluate']:.0f} | ≤ Trainer |",
             ]

@@ -9,7 +9,8 @@ Sides (one process each, interleaved every round, the same threads):
 - trainyard packed: `train.packing: true` (examples kept apart), for the packing default.
 Same loss on every side: completion-only token-weighted cross-entropy on the same
 prompt/completion rows. Throughput = non-padding input tokens / training runtime (the
-trainer's own count and clock); process wall time and fixed overhead (wall - training) too.
+trainer's own count and clock, `train_runtime`, on every side); process wall time and fixed
+overhead (wall - training) too.
 """
 
 from __future__ import annotations
@@ -78,8 +79,12 @@ def run_side(side: str, work: Path, round_no: int, threads: int) -> dict[str, An
         if t.returncode != 0:
             raise RuntimeError(f"trainyard run failed:\n{t.stderr[-3000:]}")
         m = json.loads((run_dir / "metrics.json").read_text())
-        out = {"tokens": m["train/tokens"], "train_runtime": m["train/runtime_s"], "train_loss": m["train/mean_loss"],
-               "padding_fraction": m.get("train/padding_fraction")}
+        # the Trainer's own train_runtime / train_loss, as the TRL side reports them: one
+        # clock and one loss statistic on both sides (trainyard's train/mean_loss equals the
+        # Trainer's train_loss on an uninterrupted run; the loss row checks it)
+        end = next(e for e in reversed(json.loads((run_dir / "history.json").read_text())) if "train_runtime" in e)
+        out = {"tokens": m["train/tokens"], "train_runtime": end["train_runtime"], "train_loss": end["train_loss"],
+               "mean_loss": m["train/mean_loss"], "clock_runtime": m["train/runtime_s"], "padding_fraction": m.get("train/padding_fraction")}
     else:
         t = run_timed([python(), str(Path(__file__).with_name("trl_sft.py")), str(work / f"{side}.json")], env)
         if t.returncode != 0:
@@ -115,6 +120,7 @@ def run(work: Path, rounds: int, threads: int, log=print) -> dict[str, Any]:
         "overhead_minus_trl_s": paired_diff([x["overhead_s"] for x in results["trainyard"]], [x["overhead_s"] for x in results["trl_group_by_length"]]),
         "train_loss": {s: [x["train_loss"] for x in results[s]] for s in SIDES},
         "loss_diff_vs_trl_group_by_length": max(abs(a["train_loss"] - b["train_loss"]) for a, b in zip(results["trainyard"], results["trl_group_by_length"], strict=True)),
+        "mean_loss_diff_vs_trainer_train_loss": max(abs(x["mean_loss"] - x["train_loss"]) for x in results["trainyard"]),
         "padding_fraction": results["trainyard"][0].get("padding_fraction"),
         "packed_padding_fraction": results["trainyard_packed"][0].get("padding_fraction"),
         "runs": results,

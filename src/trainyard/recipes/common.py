@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import statistics
 
 from trainyard.context import AlreadyTrained, RunContext
 from trainyard.contract import (
@@ -24,6 +23,7 @@ def train_and_summarize(trainer, ctx: RunContext, eval_names: list[str]) -> dict
     ctx.clock the training seconds of every segment. A resume from the final checkpoint
     trains nothing and goes straight on to the evaluation and save.
     """
+    ctx.step_loss.watch(trainer)
     ctx.guard.watch(trainer)
     try:
         trainer.train(resume_from_checkpoint=ctx.resume_from)
@@ -33,16 +33,22 @@ def train_and_summarize(trainer, ctx: RunContext, eval_names: list[str]) -> dict
     ctx.final_step = trainer.state.global_step
     if ctx.is_main:
         ctx.rundir.write_history(trainer.state.log_history)
-    return whole_run_metrics(trainer.state, ctx.clock.seconds())
+    mean = ctx.step_loss.mean(trainer.state.global_step)
+    if mean is None and trainer.state.global_step:
+        ctx.log.warning("train/mean_loss from the logged losses (weighted by their steps): the checkpoint resumed from predates per-step loss sums")
+    return whole_run_metrics(trainer.state, ctx.clock.seconds(), mean)
 
 
-def whole_run_metrics(state, train_seconds: float) -> dict[str, float]:
-    """train/loss (last logged), train/mean_loss (mean of every logged training loss),
+def whole_run_metrics(state, train_seconds: float, mean_loss: float | None = None) -> dict[str, float]:
+    """train/loss (last logged), train/mean_loss (every optimizer step's loss once, from
+    step_loss.StepLoss; without it the logged window means weighted by their steps),
     train/tokens (non-padding, include_num_input_tokens_seen), train/runtime_s, tokens/s."""
-    losses = [float(e["loss"]) for e in state.log_history if isinstance(e.get("loss"), (int, float))]
+    logged = [(e["step"], float(e["loss"])) for e in state.log_history if isinstance(e.get("loss"), (int, float)) and "step" in e]
+    if mean_loss is None:
+        mean_loss = _window_weighted_mean(logged)
     metrics = {
-        TRAIN_LOSS: losses[-1] if losses else math.nan,
-        TRAIN_MEAN_LOSS: statistics.fmean(losses) if losses else math.nan,
+        TRAIN_LOSS: logged[-1][1] if logged else math.nan,
+        TRAIN_MEAN_LOSS: mean_loss,
         TRAIN_RUNTIME: float(train_seconds),
         "train/epoch": float(state.epoch or 0.0),
     }
@@ -52,6 +58,16 @@ def whole_run_metrics(state, train_seconds: float) -> dict[str, float]:
         if train_seconds > 0:
             metrics[TRAIN_TOKENS_PER_SECOND] = tokens / train_seconds
     return metrics
+
+
+def _window_weighted_mean(logged: list[tuple[int, float]]) -> float:
+    """Each logged loss is the mean of the steps since the previous log: weigh it by them."""
+    total = steps = 0.0
+    previous = 0
+    for step, loss in logged:
+        width = max(1, step - previous)
+        total, steps, previous = total + width * loss, steps + width, step
+    return total / steps if steps else math.nan
 
 
 def evaluates_here(ctx: RunContext) -> bool:
