@@ -39,6 +39,8 @@ def test_rust_sft_smoke_matrix(tmp_path):
         assert m["eval/heldout/perplexity"] == pytest.approx(math.exp(m["eval/heldout/loss"]), rel=1e-12)
         assert m["data/skipped"] == 1  # the fixture's truncated row, counted
         assert (rd.final / "adapter_config.json").is_file() and (rd.final / "tokenizer.json").is_file()
+        last = rd.checkpoints / f"checkpoint-{rd.status()['step']}"  # saved at the last step
+        assert (rd.final / "adapter_model.safetensors").samefile(last / "adapter_model.safetensors")
         assert rd.card_file.read_text().count("eval/heldout/loss") == 1
         spec = json.loads(rd.spec_file.read_text())
         assert spec["smoke"] is True and spec["matrix"] == "rust_sft-smoke"

@@ -225,6 +225,14 @@ def test_mean_loss_counts_every_step_once_whatever_the_logging_cadence_and_a_res
     assert loss_steps(history) == [1, 3, 6]
     assert m["train/mean_loss"] == pytest.approx(trainer_mean, rel=1e-9)
     assert abs(statistics.fmean(logged) - trainer_mean) > 1e-4  # the old statistic was off
+    # final/ shares the last checkpoint's weights (no second write, no second copy on disk)
+    # and leaves out what only a resume needs; it loads as a model of its own
+    last = twin.checkpoints / "checkpoint-7"
+    assert (twin.final / "model.safetensors").samefile(last / "model.safetensors")
+    assert not {"optimizer.pt", "scheduler.pt", "trainer_state.json"} & {p.name for p in twin.final.iterdir()}
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(twin.final).num_parameters() > 0
 
     rd = RunDir(tmp_path / "runs" / spec.name)
     proc = entrypoint(spec, rd, tmp_path, kill_at=6)
@@ -290,6 +298,27 @@ def _checkpoint(root: Path, step: int) -> Path:
         z.writestr("data.pkl", b"x" * 100)
     (ck / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     return ck
+
+
+def test_final_from_checkpoint_links_weights_or_changes_nothing(tmp_path, monkeypatch):
+    from trainyard.checkpoints import final_from_checkpoint
+
+    ck = _checkpoint(tmp_path / "checkpoints", 6)
+    (ck / "adapter_config.json").write_text("{}")
+    (ck / "rng_state.pth").write_bytes(b"")
+    final = tmp_path / "final"
+    assert final_from_checkpoint(ck, final)
+    assert sorted(p.name for p in final.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert (final / "adapter_model.safetensors").samefile(ck / "adapter_model.safetensors")
+    assert not (final / "adapter_config.json").samefile(ck / "adapter_config.json")  # small files: copies
+    # links impossible (another file system): False, the old final/ untouched, no temp folder
+    (final / "marker").write_text("old")
+    monkeypatch.setattr("os.link", lambda *a: (_ for _ in ()).throw(OSError(18, "Invalid cross-device link")))
+    assert not final_from_checkpoint(ck, final)
+    assert (final / "marker").read_text() == "old" and not list(tmp_path.glob(".final*"))
+    # an incomplete checkpoint, or one without weight files of its own (FSDP shards): False
+    (ck / "trainer_state.json").unlink()
+    assert not final_from_checkpoint(ck, tmp_path / "other") and not (tmp_path / "other").exists()
 
 
 def test_incomplete_checkpoints_are_skipped_newest_first_and_named(tmp_path):

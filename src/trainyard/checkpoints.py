@@ -11,7 +11,9 @@ imports torch: the launcher calls it.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import struct
 import zipfile
 from dataclasses import dataclass, field
@@ -22,6 +24,8 @@ _CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "adapter_model.bin", "pytorch_model.bin")
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
+# what only a resume needs: never part of final/
+_TRAINING_STATE = re.compile(r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth|trainer_state\.json)$")
 
 
 def checkpoint_step(path: Path) -> int | None:
@@ -130,3 +134,33 @@ def resume_point(checkpoints_dir: Path) -> ResumePoint:
 def last_complete_checkpoint(checkpoints_dir: Path) -> str | None:
     path = resume_point(checkpoints_dir).path
     return str(path) if path else None
+
+
+def final_from_checkpoint(checkpoint: Path, final: Path) -> bool:
+    """final/ made from the checkpoint the Trainer saved at the last step (the same weights):
+    weight files hard-linked, so they are neither written a second time nor stored twice;
+    the small files copied; the training state (optimizer, scheduler, RNG, trainer_state)
+    left out. Built in a temporary folder and renamed into place. False, with nothing
+    changed, where the checkpoint has no weight files of its own or links are not possible
+    (another file system): the caller then saves the model itself."""
+    checkpoint, final = Path(checkpoint), Path(final)
+    if checkpoint_problem(checkpoint) is not None:
+        return False
+    files = [p for p in checkpoint.iterdir() if p.is_file() and not _TRAINING_STATE.match(p.name)]
+    if not any(p.name in WEIGHT_FILES or p.suffix == ".safetensors" for p in files):
+        return False  # e.g. an FSDP checkpoint (sharded folders): its final/ is gathered by the trainer
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        for p in files:
+            if p.suffix in (".safetensors", ".bin"):  # written once by torch / safetensors, never in place
+                os.link(p, tmp / p.name)
+            else:
+                shutil.copy2(p, tmp / p.name)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return True

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import shutil
 
+from trainyard import distributed
+from trainyard.checkpoints import final_from_checkpoint
 from trainyard.context import AlreadyTrained, RunContext
 from trainyard.contract import (
     TRAIN_LOSS,
@@ -89,6 +92,14 @@ def save_final(trainer, tokenizer, ctx: RunContext) -> None:
         if bad:
             ctx.diverged(trainer.state.global_step, "weights", math.nan, f"{bad} of {total} trained tensors not finite before saving final/")
             return
-    trainer.save_model(str(ctx.rundir.final))  # the Trainer writes on rank 0 only (FSDP: gathered first)
+    final = ctx.rundir.final
+    last = ctx.rundir.checkpoints / f"checkpoint-{trainer.state.global_step}"
+    # The Trainer saved the last step as a checkpoint (a kill during the evaluation resumes
+    # from it): final/ shares its weight files instead of writing them again. Under torchrun
+    # every rank must join save_model (FSDP gathers the shards), so there it always saves.
+    if distributed.is_distributed() or not final_from_checkpoint(last, final):
+        if ctx.is_main:
+            shutil.rmtree(final, ignore_errors=True)  # never write through links into a checkpoint
+        trainer.save_model(str(final))  # the Trainer writes on rank 0 only (FSDP: gathered first)
     if ctx.is_main:
-        tokenizer.save_pretrained(str(ctx.rundir.final))
+        tokenizer.save_pretrained(str(final))
