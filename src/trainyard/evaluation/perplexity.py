@@ -212,16 +212,23 @@ class ScoredForward:
     """
 
     def __init__(self, model):
+        from trainyard import causal_mask
+
         self.model = model
         self.device = _input_device(model)
         self.split = _decoder_and_head(model)
         self.checked = False
+        self.skip_mask = causal_mask.applies_to(model)
 
     def __call__(self, inputs: dict, rows, cols, targets):
         import torch
         import torch.nn.functional as F
 
+        from trainyard.causal_mask import without_redundant_mask
+
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        if self.skip_mask:  # right-padded rows: the causal kernel, the same scores
+            inputs = without_redundant_mask(inputs)
         if self.split is not None and not self.checked:
             self.split = _verified_split(self.model, self.split, inputs)
             self.checked = True

@@ -6,6 +6,7 @@ import math
 import shutil
 
 from trainyard import distributed
+from trainyard.causal_mask import skip_redundant_masks
 from trainyard.checkpoints import final_from_checkpoint
 from trainyard.context import AlreadyTrained, RunContext
 from trainyard.contract import (
@@ -28,6 +29,7 @@ def train_and_summarize(trainer, ctx: RunContext, eval_names: list[str]) -> dict
     """
     ctx.step_loss.watch(trainer)
     ctx.guard.watch(trainer)
+    skip_redundant_masks(trainer.model)  # right-padded batches: the causal attention kernel
     try:
         trainer.train(resume_from_checkpoint=ctx.resume_from)
     except AlreadyTrained as done:
