@@ -6,7 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainyard.causal_mask import applies_to, is_right_padded, skip_redundant_masks, without_redundant_mask
+from trainyard.causal_mask import (
+    applies_to,
+    is_right_padded,
+    skip_redundant_masks,
+    without_redundant_mask,
+)
 
 
 @pytest.fixture(scope="module")
