@@ -11,8 +11,8 @@ benchmark (CPU): the same loss to every printed digit, the step time a few perce
 
 Kept as is: left or inner padding (generation, DPO prompts), explicit position_ids
 (packed rows), a KV cache, FlashAttention-2/3 (it unpads with the mask: dropping it would
-make it compute the pads), and mixture-of-experts models whose router loss counts the
-mask's tokens.
+make it compute the pads), mixture-of-experts models whose router loss counts the mask's
+tokens, and `train.torch_compile` runs (the per-batch check would break the graph).
 """
 
 from __future__ import annotations

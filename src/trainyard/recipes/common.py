@@ -29,7 +29,8 @@ def train_and_summarize(trainer, ctx: RunContext, eval_names: list[str]) -> dict
     """
     ctx.step_loss.watch(trainer)
     ctx.guard.watch(trainer)
-    skip_redundant_masks(trainer.model)  # right-padded batches: the causal attention kernel
+    if not trainer.args.torch_compile:  # its data-dependent check would break a compiled graph
+        skip_redundant_masks(trainer.model)  # right-padded batches: the causal attention kernel
     try:
         trainer.train(resume_from_checkpoint=ctx.resume_from)
     except AlreadyTrained as done:
