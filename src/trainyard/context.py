@@ -13,7 +13,7 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from trainyard import distributed
+from trainyard import callback_state, distributed
 from trainyard.checkpoints import checkpoint_problem
 from trainyard.divergence import DivergenceGuard
 from trainyard.run_dir import RunDir, read_json, write_json_atomic
@@ -155,11 +155,9 @@ class TrainClock(TrainerCallback, ExportableState):
         return self.before + (time.monotonic() - self.started if self.started is not None else 0.0)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        name = type(self).__name__
-        saved = state.stateful_callbacks.get(name) if state.global_step else None
-        self.before = float(((saved or {}).get("attributes") or {}).get("seconds", 0.0)) if isinstance(saved, dict) else 0.0
+        self.before = float(callback_state.saved_attributes(self, state).get("seconds", 0.0))
         self.started = time.monotonic()
-        state.stateful_callbacks[name] = self.state()  # a checkpoint from before this callback lacks it
+        callback_state.register(self, state)
 
     def on_train_end(self, args, state, control, **kwargs):
         self.stop()

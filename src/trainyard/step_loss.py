@@ -18,7 +18,7 @@ from __future__ import annotations
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from trainyard import distributed
+from trainyard import callback_state, distributed
 
 
 class StepLoss(TrainerCallback, ExportableState):
@@ -70,10 +70,8 @@ class StepLoss(TrainerCallback, ExportableState):
         return {"args": {}, "attributes": {"loss_sum": self.loss_sum, "steps": self.steps}}
 
     def on_train_begin(self, args, state, control, **kwargs):
-        name = type(self).__name__
-        saved = state.stateful_callbacks.get(name) if state.global_step else None
-        attrs = (saved or {}).get("attributes") or {} if isinstance(saved, dict) else {}
-        self.loss_sum = float(attrs.get("loss_sum", 0.0))
-        self.steps = int(attrs.get("steps", 0))
+        saved = callback_state.saved_attributes(self, state)
+        self.loss_sum = float(saved.get("loss_sum", 0.0))
+        self.steps = int(saved.get("steps", 0))
         self._partial, self.last = None, None
-        state.stateful_callbacks[name] = self.state()  # a checkpoint from before this callback lacks it
+        callback_state.register(self, state)

@@ -25,6 +25,7 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
+from trainyard import callback_state
 from trainyard.contract import summary_metric
 from trainyard.metrics import canonical_dict, is_trainer_summary, safe_exp
 from trainyard.run_dir import RunDir, read_json, write_json_atomic
@@ -136,10 +137,9 @@ class TrackioLogger(TrainerCallback, ExportableState):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self.run is None and state.is_world_process_zero:
-            saved = state.stateful_callbacks.get(type(self).__name__) if state.global_step else None
-            self.start(((saved or {}).get("attributes") or {}).get("record") if isinstance(saved, dict) else None)
+            self.start(callback_state.saved_attributes(self, state).get("record"))
             self._backfill(state.log_history)
-        state.stateful_callbacks[type(self).__name__] = self.state()  # a checkpoint from before this callback lacks it
+        callback_state.register(self, state)
 
     def _backfill(self, history: list[dict[str, Any]]) -> None:
         """Steps the resumed checkpoint holds that never reached Trackio (a killed process

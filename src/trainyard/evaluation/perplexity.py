@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from trainyard import causal_mask
 from trainyard.evaluation.windows import Window, block_windows, rolling_windows
 from trainyard.metrics import safe_exp
 from trainyard.run_dir import json_safe
@@ -212,8 +213,6 @@ class ScoredForward:
     """
 
     def __init__(self, model):
-        from trainyard import causal_mask
-
         self.model = model
         self.device = _input_device(model)
         self.split = _decoder_and_head(model)
@@ -224,11 +223,9 @@ class ScoredForward:
         import torch
         import torch.nn.functional as F
 
-        from trainyard.causal_mask import without_redundant_mask
-
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         if self.skip_mask:  # right-padded rows: the causal kernel, the same scores
-            inputs = without_redundant_mask(inputs)
+            inputs = causal_mask.without_redundant_mask(inputs)
         if self.split is not None and not self.checked:
             self.split = _verified_split(self.model, self.split, inputs)
             self.checked = True
